@@ -1,0 +1,63 @@
+//! The command line, defined once: `main.rs` parses it, and `clusterctx generate` renders the
+//! man page and shell completions from the same definition so they cannot go stale.
+
+use clap::{Parser, Subcommand};
+
+use crate::{agent, manage};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "clusterctx",
+    version = crate::VERSION,
+    about = "Cluster contextualization for CernVM: join a master and its workers at boot",
+    long_about = "Cluster contextualization for CernVM.\n\n\
+        At boot, a master publishes its address to a PIN service under the cluster's PIN; \
+        workers wait for it and substitute it (and any other ###<NAME>_PLACEHOLDER###) into \
+        their context files before the rest of the boot reads them. The same binary runs the \
+        PIN service (`serve`) and offers manual commands for PINs and keys."
+)]
+pub struct Cli {
+    /// More output: -v for debug, -vv for trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the PIN service.
+    #[cfg(feature = "server")]
+    Serve(crate::server::ServeArgs),
+    /// The boot step: read the ucernvm block, act as master or worker, fill placeholders.
+    Contextualize(agent::ContextualizeArgs),
+    /// On the master, once its boot has finished: publish master_ready=yes.
+    MasterReady(agent::MasterReadyArgs),
+    /// Say what `contextualize` would do with these files, without touching anything.
+    Check(agent::CheckArgs),
+    /// Create, show or delete cluster PINs.
+    #[command(subcommand)]
+    Pin(manage::PinCommand),
+    /// Read and write the keys of a cluster.
+    #[command(subcommand)]
+    Key(manage::KeyCommand),
+    /// Write the man page or shell completions (used by packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[arg(value_enum)]
+    pub what: Generated,
+    /// Directory to write into.
+    #[arg(long, default_value = ".")]
+    pub out_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generated {
+    Man,
+    Completions,
+}

@@ -1,0 +1,1 @@
+//! The user-data side: the ucernvm block, placeholders, value checks, atomic rewrites.

@@ -1,0 +1,183 @@
+//! What crosses the wire between agents and the PIN service, shared by both sides so they
+//! cannot drift apart. The legacy shapes are in PROTOCOL.md part 1; ours in part 2.
+
+use serde::{Deserialize, Serialize};
+
+/// Root of the REST API. Every cluster lives under `{API_PREFIX}/<pin>`.
+pub const API_PREFIX: &str = "/api/v1/clusters";
+
+/// Response header by which our service names itself and what it supports, so an agent knows
+/// whether long-poll and atomic create are there. Legacy servers never send it.
+pub const SERVICE_HEADER: &str = "x-clusterctx-service";
+
+/// Features announced in [`SERVICE_HEADER`], space separated after `clusterctx/<version>`.
+pub const FEATURE_LONG_POLL: &str = "long-poll";
+pub const FEATURE_ATOMIC_CREATE: &str = "atomic-create";
+
+/// The value our service sends in [`SERVICE_HEADER`].
+pub fn service_header_value() -> String {
+    format!(
+        "clusterctx/{} {FEATURE_LONG_POLL} {FEATURE_ATOMIC_CREATE}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Length of a PIN: 12 characters of `[a-z0-9]`, about 62 bits.
+pub const PIN_LEN: usize = 12;
+/// Longest key name the legacy service accepted.
+pub const MAX_KEY_LEN: usize = 100;
+/// Longest value the legacy service accepted (values must also be non-empty).
+pub const MAX_VALUE_LEN: usize = 1000;
+/// Upper bound of the long-poll `?wait=` parameter, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+
+/// The key a master publishes its address under.
+pub const KEY_MASTER_IP: &str = "master_ip";
+/// The key a master publishes once its own boot has finished.
+pub const KEY_MASTER_READY: &str = "master_ready";
+
+/// One stored item, as the legacy service renders it in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyItem {
+    pub key: String,
+    pub value: String,
+}
+
+/// A cluster as the service describes it. `pin` and `creation_time` are the legacy fields;
+/// the rest are ours and optional so that legacy answers still parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub pin: String,
+    /// RFC 3339.
+    pub creation_time: String,
+    /// RFC 3339; absent from legacy servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Only in the answer to the creating POST: needed to replace or delete keys later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+}
+
+/// The JSON body of every error answer from our service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Whether `pin` has the form of a PIN. Checked on both sides: the client refuses to put a
+/// malformed PIN into a URL, the server answers 404 without touching the store.
+pub fn is_valid_pin(pin: &str) -> bool {
+    pin.len() == PIN_LEN
+        && pin
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Why a key name or value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ItemError {
+    #[error("key name is empty")]
+    EmptyKey,
+    #[error("key name is longer than {MAX_KEY_LEN} characters")]
+    KeyTooLong,
+    #[error("key name may only contain A-Z, a-z, 0-9, '_' and '-'")]
+    KeyCharacters,
+    #[error("value is empty")]
+    EmptyValue,
+    #[error("value is longer than {MAX_VALUE_LEN} characters")]
+    ValueTooLong,
+}
+
+/// Key names: `[A-Za-z0-9_-]`, 1 to [`MAX_KEY_LEN`] characters.
+pub fn validate_key_name(key: &str) -> Result<(), ItemError> {
+    if key.is_empty() {
+        return Err(ItemError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(ItemError::KeyTooLong);
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ItemError::KeyCharacters);
+    }
+    Ok(())
+}
+
+/// Values: 1 to [`MAX_VALUE_LEN`] characters (counted as characters, like Django's `max_length`).
+/// The service stores any such text; the agent is stricter before writing a value into a file
+/// (see `context::check_value`).
+pub fn validate_value(value: &str) -> Result<(), ItemError> {
+    if value.is_empty() {
+        return Err(ItemError::EmptyValue);
+    }
+    if value.chars().count() > MAX_VALUE_LEN {
+        return Err(ItemError::ValueTooLong);
+    }
+    Ok(())
+}
+
+/// The legacy text rendering of one item: `master_ip: 10.10.25.5`.
+pub fn render_text(key: &str, value: &str) -> String {
+    format!("{key}: {value}")
+}
+
+/// Parses the legacy text rendering of `key`. Tolerates a trailing newline (some servers add
+/// one) but nothing else: the value is everything after `key: `.
+pub fn parse_text<'a>(key: &str, body: &'a str) -> Option<&'a str> {
+    let body = body.strip_suffix('\n').unwrap_or(body);
+    let body = body.strip_suffix('\r').unwrap_or(body);
+    body.strip_prefix(key)?.strip_prefix(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins() {
+        assert!(is_valid_pin("enico1qq0oey"));
+        assert!(!is_valid_pin("enico1qq0oe"));
+        assert!(!is_valid_pin("Enico1qq0oey"));
+        assert!(!is_valid_pin("enico1qq0oe/"));
+        assert!(!is_valid_pin(""));
+    }
+
+    #[test]
+    fn key_names() {
+        assert_eq!(validate_key_name("master_ip"), Ok(()));
+        assert_eq!(validate_key_name("A-b_9"), Ok(()));
+        assert_eq!(validate_key_name(""), Err(ItemError::EmptyKey));
+        assert_eq!(validate_key_name("a b"), Err(ItemError::KeyCharacters));
+        assert_eq!(validate_key_name("ключ"), Err(ItemError::KeyCharacters));
+        assert_eq!(validate_key_name(&"k".repeat(100)), Ok(()));
+        assert_eq!(
+            validate_key_name(&"k".repeat(101)),
+            Err(ItemError::KeyTooLong)
+        );
+    }
+
+    #[test]
+    fn values_count_characters() {
+        assert_eq!(validate_value(""), Err(ItemError::EmptyValue));
+        assert_eq!(validate_value(&"é".repeat(1000)), Ok(()));
+        assert_eq!(
+            validate_value(&"x".repeat(1001)),
+            Err(ItemError::ValueTooLong)
+        );
+    }
+
+    #[test]
+    fn text_rendering_round_trips() {
+        let text = render_text("master_ip", "10.10.25.5");
+        assert_eq!(text, "master_ip: 10.10.25.5");
+        assert_eq!(parse_text("master_ip", &text), Some("10.10.25.5"));
+        assert_eq!(
+            parse_text("master_ip", "master_ip: 10.10.25.5\n"),
+            Some("10.10.25.5")
+        );
+        assert_eq!(parse_text("master_ip", "other: 1"), None);
+        assert_eq!(parse_text("master_ip", "master_ip:1"), None);
+    }
+}
