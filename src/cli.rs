@@ -61,3 +61,30 @@ pub enum Generated {
     Man,
     Completions,
 }
+
+/// Writes `clusterctx.1` (and one page per subcommand) or the bash, zsh and fish completions
+/// into `args.out_dir`.
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("failed to create {}", args.out_dir.display()))?;
+    let command = Cli::command();
+    match args.what {
+        Generated::Man => clap_mangen::generate_to(command, &args.out_dir)
+            .with_context(|| format!("failed to write man pages to {}", args.out_dir.display())),
+        Generated::Completions => {
+            let mut command = command;
+            for shell in [
+                clap_complete::Shell::Bash,
+                clap_complete::Shell::Zsh,
+                clap_complete::Shell::Fish,
+            ] {
+                clap_complete::generate_to(shell, &mut command, "clusterctx", &args.out_dir)
+                    .with_context(|| format!("failed to write {shell} completions"))?;
+            }
+            Ok(())
+        }
+    }
+}

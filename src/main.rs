@@ -38,6 +38,21 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => clusterctx::server::run(args)
             .await
             .map(|()| ExitCode::SUCCESS),
-        _ => anyhow::bail!("not built yet"),
+        Command::Contextualize(args) => clusterctx::agent::contextualize_command(&args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::MasterReady(args) => clusterctx::agent::master_ready_command(&args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => {
+            clusterctx::agent::check::run(&args.agent).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Pin(command) => clusterctx::manage::pin_command(&command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Key(command) => clusterctx::manage::key_command(&command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Generate(args) => clusterctx::cli::generate(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,254 @@
+//! Load tool: parks N long-poll waiters on one key of a running `clusterctx serve`, writes the
+//! key once, and measures how long until the last waiter has its answer. With `--server-pid`
+//! it also reports the service's memory (VmRSS and peak VmHWM from /proc/<pid>/status).
+//!
+//! ```text
+//! clusterctx serve --listen 127.0.0.1:8080 --db /tmp/pins.sqlite3 &
+//! cargo run --release --example longpoll_waiters -- \
+//!     --url http://127.0.0.1:8080 --waiters 10000 --server-pid $!
+//! ```
+//!
+//! Plain HTTP only; each waiter is its own TCP connection with a hand-written HTTP/1.1
+//! request, so that the tool itself stays small next to 10,000 sockets.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{Notify, Semaphore},
+};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Base URL of the service (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// How many waiters to park.
+    #[arg(long, default_value_t = 10_000)]
+    waiters: usize,
+    /// Key to wait for.
+    #[arg(long, default_value = "master_ip")]
+    key: String,
+    /// Long-poll wait, seconds (at most 60).
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
+    /// Connections opened at the same time while parking (keeps the listen backlog short).
+    #[arg(long, default_value_t = 256)]
+    connect_parallel: usize,
+    /// PID of the service, to report its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// What one waiter saw.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcome {
+    status: u16,
+    answered: Option<Instant>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let nofile = raise_fd_limit()?;
+    println!("open files limit: {nofile}");
+    anyhow::ensure!(
+        (args.waiters as u64) + 64 <= nofile,
+        "{} waiters need more open files than the limit of {nofile}",
+        args.waiters
+    );
+    let base = args.url.trim_end_matches('/').to_string();
+    let addr: SocketAddr = tokio::net::lookup_host(
+        base.strip_prefix("http://")
+            .ok_or_else(|| anyhow::anyhow!("--url must be http://HOST:PORT"))?,
+    )
+    .await?
+    .next()
+    .ok_or_else(|| anyhow::anyhow!("cannot resolve {base}"))?;
+
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{base}/api/v1/clusters"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let pin = created["pin"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no pin in {created}"))?
+        .to_string();
+    if let Some(pid) = args.server_pid {
+        println!("service memory before: {}", memory(pid));
+    }
+
+    let request = format!(
+        "GET /api/v1/clusters/{pin}/keys/{}?wait={} HTTP/1.1\r\nHost: {addr}\r\n\
+         Connection: close\r\n\r\n",
+        args.key, args.wait
+    );
+    let request: Arc<[u8]> = request.into_bytes().into();
+    let connecting = Arc::new(Semaphore::new(args.connect_parallel));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let all_sent = Arc::new(Notify::new());
+    let park_started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.waiters);
+    for _ in 0..args.waiters {
+        let (request, connecting, sent, all_sent) = (
+            Arc::clone(&request),
+            Arc::clone(&connecting),
+            Arc::clone(&sent),
+            Arc::clone(&all_sent),
+        );
+        let total = args.waiters;
+        tasks.push(tokio::spawn(async move {
+            let stream = {
+                let _permit = connecting.acquire().await;
+                let stream = TcpStream::connect(addr).await;
+                match stream {
+                    Ok(mut stream) => match stream.write_all(&request).await {
+                        Ok(()) => Some(stream),
+                        Err(_) => None,
+                    },
+                    Err(_) => None,
+                }
+            };
+            if sent.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                all_sent.notify_one();
+            }
+            let Some(mut stream) = stream else {
+                return Outcome::default();
+            };
+            let mut answer = Vec::with_capacity(512);
+            if stream.read_to_end(&mut answer).await.is_err() {
+                return Outcome::default();
+            }
+            let answered = Instant::now();
+            let status = std::str::from_utf8(&answer)
+                .ok()
+                .and_then(|text| text.split(' ').nth(1))
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0);
+            Outcome {
+                status,
+                answered: Some(answered),
+            }
+        }));
+    }
+    if sent.load(Ordering::SeqCst) < args.waiters {
+        all_sent.notified().await;
+    }
+    // Wait until the service reports every waiter parked.
+    let parked = loop {
+        let parked = waiters_parked(&http, &base).await?;
+        if parked >= args.waiters as i64 || park_started.elapsed() > Duration::from_secs(30) {
+            break parked;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "parked {parked} waiters in {:.2} s",
+        park_started.elapsed().as_secs_f64()
+    );
+    if let Some(pid) = args.server_pid {
+        println!("service memory with waiters parked: {}", memory(pid));
+    }
+
+    let written = Instant::now();
+    let status = http
+        .post(format!("{base}/api/v1/clusters/{pin}/keys"))
+        .json(&serde_json::json!({"key": args.key, "value": "10.0.0.1"}))
+        .send()
+        .await?
+        .status();
+    let ack = written.elapsed();
+    anyhow::ensure!(status.as_u16() == 201, "the write answered {status}");
+
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outcomes.push(task.await?);
+    }
+    let mut latencies: Vec<Duration> = outcomes
+        .iter()
+        .filter(|o| o.status == 200)
+        .filter_map(|o| o.answered.map(|t| t.saturating_duration_since(written)))
+        .collect();
+    latencies.sort_unstable();
+    let failed = outcomes.iter().filter(|o| o.status != 200).count();
+    println!("write acknowledged in {:.1} ms", ack.as_secs_f64() * 1e3);
+    println!(
+        "answers 200: {}, other or failed: {failed}",
+        latencies.len()
+    );
+    if let (Some(first), Some(last)) = (latencies.first(), latencies.last()) {
+        let median = latencies[latencies.len() / 2];
+        println!(
+            "time from the write to the answer: first {:.1} ms, median {:.1} ms, last {:.1} ms",
+            first.as_secs_f64() * 1e3,
+            median.as_secs_f64() * 1e3,
+            last.as_secs_f64() * 1e3
+        );
+    }
+    if let Some(pid) = args.server_pid {
+        println!("service memory after: {}", memory(pid));
+    }
+    Ok(())
+}
+
+/// `clusterctx_longpoll_waiters` from the service's metrics.
+async fn waiters_parked(http: &reqwest::Client, base: &str) -> anyhow::Result<i64> {
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("clusterctx_longpoll_waiters "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// VmRSS and VmHWM (peak) of `pid`.
+fn memory(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!("VmRSS {}, VmHWM {}", field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the limit in force.
+fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
+}

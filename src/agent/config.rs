@@ -1,0 +1,312 @@
+//! The agent's settings: the ucernvm block of the context, overridden by the command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    client::{normalize_service_url, retry::RetryPolicy, ClientOptions, DEFAULT_REQUEST_TIMEOUT},
+    context::{legacy_bool, UcernvmBlock},
+    secret::Pin,
+};
+
+/// Where the legacy service lived; the default when the block names none.
+pub const DEFAULT_SERVICE_URL: &str = "https://cernvm-online.cern.ch";
+
+/// Keys the agent reads from the ucernvm block. The first three are the legacy ones.
+pub mod keys {
+    pub const PIN: &str = "cvm_cluster_pin";
+    pub const MASTER: &str = "cvm_cluster_master";
+    pub const SERVICE_URL: &str = "cvm_service_url";
+    /// An address or an interface name to publish instead of the detected source address.
+    pub const ADDRESS: &str = "cvm_cluster_address";
+    /// Schedule overrides: number of tries and seconds between them.
+    pub const TRIES: &str = "cvm_cluster_tries";
+    pub const INTERVAL: &str = "cvm_cluster_interval";
+    /// `no` lets workers fetch values without waiting for the master's `master_ready`.
+    pub const WAIT_READY: &str = "cvm_cluster_wait_ready";
+    /// A PEM bundle of extra trusted roots for an https service.
+    pub const CA_FILE: &str = "cvm_cluster_ca_file";
+
+    /// Every `cvm_cluster_*` key we know, to point out typos.
+    pub const ALL: [&str; 8] = [
+        PIN,
+        MASTER,
+        SERVICE_URL,
+        ADDRESS,
+        TRIES,
+        INTERVAL,
+        WAIT_READY,
+        CA_FILE,
+    ];
+}
+
+/// What this node is asked to be.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleRequest {
+    Master,
+    Worker,
+    /// First-in election: whoever creates `master_ip` first is the master.
+    Auto,
+}
+
+impl RoleRequest {
+    /// Legacy meaning of `cvm_cluster_master`: yes/true/1/on is the master, anything else or
+    /// absent a worker. `auto` is ours.
+    pub fn from_block_value(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("auto") => RoleRequest::Auto,
+            Some(v) if legacy_bool(v) == Some(true) => RoleRequest::Master,
+            _ => RoleRequest::Worker,
+        }
+    }
+}
+
+/// How the master's published address is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressChoice {
+    /// The source address the kernel picks toward the PIN service.
+    Detect,
+    /// A literal address.
+    Fixed(std::net::IpAddr),
+    /// The first usable address of this interface.
+    Interface(String),
+}
+
+impl AddressChoice {
+    pub fn parse(value: &str) -> Self {
+        let value = value.trim();
+        match value.parse() {
+            Ok(ip) => AddressChoice::Fixed(ip),
+            Err(_) => AddressChoice::Interface(value.to_string()),
+        }
+    }
+}
+
+/// Overrides from the command line, each winning over the block.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub pin: Option<String>,
+    pub role: Option<RoleRequest>,
+    pub service_url: Option<String>,
+    pub address: Option<String>,
+    pub tries: Option<u32>,
+    pub interval: Option<Duration>,
+    pub no_wait_ready: bool,
+    pub ca_file: Option<PathBuf>,
+    pub request_timeout: Option<Duration>,
+}
+
+/// Everything a contextualization run needs to know, settled before any network traffic.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub pin: Pin,
+    pub role: RoleRequest,
+    /// Normalized base URL of the PIN service.
+    pub service_url: String,
+    pub address: AddressChoice,
+    pub policy: RetryPolicy,
+    /// Workers wait for `master_ready` before fetching values (the legacy behaviour).
+    pub wait_ready: bool,
+    /// How to reach the service: CA bundle, request timeout.
+    pub client: ClientOptions,
+    /// Non-fatal remarks for the log and for `clusterctx check`.
+    pub warnings: Vec<String>,
+}
+
+/// A setting that cannot be used as given.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl AgentConfig {
+    /// Builds the settings, or `Ok(None)` when there is no PIN: no cluster contextualization
+    /// asked for, which is not an error.
+    pub fn resolve(
+        block: Option<&UcernvmBlock>,
+        overrides: &Overrides,
+    ) -> Result<Option<Self>, ConfigError> {
+        let from_block = |key: &str| block.and_then(|b| b.get(key)).map(str::trim);
+        let Some(pin) = overrides
+            .pin
+            .as_deref()
+            .or_else(|| from_block(keys::PIN))
+            .filter(|p| !p.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut warnings = Vec::new();
+
+        let role = overrides
+            .role
+            .unwrap_or_else(|| RoleRequest::from_block_value(from_block(keys::MASTER)));
+
+        let raw_url = overrides
+            .service_url
+            .as_deref()
+            .or_else(|| from_block(keys::SERVICE_URL))
+            .unwrap_or(DEFAULT_SERVICE_URL);
+        let (service_url, schemeless) =
+            normalize_service_url(raw_url).map_err(|e| ConfigError {
+                key: keys::SERVICE_URL,
+                message: e.to_string(),
+            })?;
+        if schemeless {
+            warnings.push(format!(
+                "{}={raw_url} has no scheme; using plain http as the legacy agent did ({service_url})",
+                keys::SERVICE_URL
+            ));
+        }
+
+        let address = overrides
+            .address
+            .as_deref()
+            .or_else(|| from_block(keys::ADDRESS))
+            .filter(|a| !a.is_empty())
+            .map_or(AddressChoice::Detect, AddressChoice::parse);
+
+        let tries = match overrides.tries {
+            Some(tries) => tries,
+            None => match from_block(keys::TRIES) {
+                Some(text) => parse_tries(text)?,
+                None => RetryPolicy::DEFAULT.tries,
+            },
+        };
+        let interval = match overrides.interval {
+            Some(interval) => interval,
+            None => match from_block(keys::INTERVAL) {
+                Some(text) => parse_interval(text).map_err(|message| ConfigError {
+                    key: keys::INTERVAL,
+                    message,
+                })?,
+                None => RetryPolicy::DEFAULT.interval,
+            },
+        };
+
+        let wait_ready = if overrides.no_wait_ready {
+            false
+        } else {
+            match from_block(keys::WAIT_READY) {
+                None => true,
+                Some(text) => legacy_bool(text).ok_or_else(|| ConfigError {
+                    key: keys::WAIT_READY,
+                    message: format!("{text:?} is not yes or no"),
+                })?,
+            }
+        };
+
+        let client = ClientOptions {
+            ca_file: overrides
+                .ca_file
+                .clone()
+                .or_else(|| from_block(keys::CA_FILE).map(PathBuf::from)),
+            request_timeout: overrides.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        };
+
+        Ok(Some(AgentConfig {
+            pin: Pin::new(pin),
+            role,
+            service_url,
+            address,
+            policy: RetryPolicy { tries, interval },
+            wait_ready,
+            client,
+            warnings,
+        }))
+    }
+}
+
+fn parse_tries(text: &str) -> Result<u32, ConfigError> {
+    match text.parse::<u32>() {
+        Ok(tries) if (1..=10_000).contains(&tries) => Ok(tries),
+        _ => Err(ConfigError {
+            key: keys::TRIES,
+            message: format!("{text:?} is not a number of tries between 1 and 10000"),
+        }),
+    }
+}
+
+/// Seconds, fractions allowed (`0.5`), between 0.05 s and one hour.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if (0.05..=3600.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0.05 and 3600"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_master_values() {
+        for yes in ["yes", "true", "True", "1", "on", " YES "] {
+            assert_eq!(
+                RoleRequest::from_block_value(Some(yes)),
+                RoleRequest::Master
+            );
+        }
+        for no in ["no", "0", "maybe", ""] {
+            assert_eq!(RoleRequest::from_block_value(Some(no)), RoleRequest::Worker);
+        }
+        assert_eq!(RoleRequest::from_block_value(None), RoleRequest::Worker);
+        assert_eq!(
+            RoleRequest::from_block_value(Some("Auto")),
+            RoleRequest::Auto
+        );
+    }
+
+    #[test]
+    fn no_pin_means_nothing_to_do() {
+        assert!(AgentConfig::resolve(None, &Overrides::default())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn overrides_and_defaults() {
+        let overrides = Overrides {
+            pin: Some("enico1qq0oey".into()),
+            tries: Some(3),
+            interval: Some(Duration::from_secs(1)),
+            ..Overrides::default()
+        };
+        let config = AgentConfig::resolve(None, &overrides).unwrap().unwrap();
+        assert_eq!(config.service_url, DEFAULT_SERVICE_URL);
+        assert_eq!(config.role, RoleRequest::Worker);
+        assert_eq!(config.policy.tries, 3);
+        assert_eq!(config.address, AddressChoice::Detect);
+        assert!(config.wait_ready);
+        assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn address_choice() {
+        assert_eq!(
+            AddressChoice::parse("10.0.0.5"),
+            AddressChoice::Fixed("10.0.0.5".parse().unwrap())
+        );
+        assert_eq!(
+            AddressChoice::parse("fd00::5"),
+            AddressChoice::Fixed("fd00::5".parse().unwrap())
+        );
+        assert_eq!(
+            AddressChoice::parse("eth1"),
+            AddressChoice::Interface("eth1".into())
+        );
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("abc").is_err());
+        assert!(parse_interval("NaN").is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! `clusterctx master-ready`: run on every node once its boot has finished; only the master
+//! acts, publishing `master_ready=yes` so that waiting workers go on.
+
+use super::{
+    config::{AgentConfig, RoleRequest},
+    state::{Role, StateStore},
+};
+use crate::{
+    client::{
+        retry::{retry, Attempt, Schedule},
+        Created, PinClient,
+    },
+    protocol::KEY_MASTER_READY,
+};
+
+/// What `master-ready` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    /// Published now (or found already published at the service).
+    Published,
+    /// Recorded as published by an earlier boot: nothing sent.
+    AlreadyPublished,
+    /// This node is not the master.
+    NotMaster,
+}
+
+pub async fn run(config: &AgentConfig, store: &StateStore) -> anyhow::Result<Announced> {
+    let mut state = store.load(config.pin.expose());
+    let is_master = match config.role {
+        RoleRequest::Worker => false,
+        // Only an election this node won counts, and only if its run succeeded: announcing
+        // readiness without a published master_ip would send workers after a key that never
+        // comes.
+        RoleRequest::Master | RoleRequest::Auto => {
+            state.role == Some(Role::Master) && state.succeeded()
+        }
+    };
+    if !is_master {
+        if config.role == RoleRequest::Master {
+            anyhow::bail!(
+                "not announcing master_ready: contextualization has not succeeded on this \
+                 master (see the clusterctx-contextualize journal)"
+            );
+        }
+        tracing::info!("this node is not the cluster master: nothing to announce");
+        return Ok(Announced::NotMaster);
+    }
+    if state.master_ready_published {
+        tracing::info!("master_ready was already published for PIN {}", config.pin);
+        return Ok(Announced::AlreadyPublished);
+    }
+
+    let client = PinClient::new(&config.service_url, &config.client)?;
+    let mut schedule = Schedule::new(config.policy);
+    let (client, pin) = (&client, &config.pin);
+    retry(&mut schedule, "publishing master_ready", |_| async move {
+        // Any existing value means an earlier run of ours got there first: idempotent.
+        match client.create_key(pin, KEY_MASTER_READY, "yes").await? {
+            Created::Created => tracing::info!("published master_ready=yes"),
+            Created::AlreadyExists => tracing::info!("master_ready was already published"),
+        }
+        Ok::<_, crate::client::ClientError>(Attempt::Done(()))
+    })
+    .await?;
+    state.master_ready_published = true;
+    store.save(&mut state)?;
+    Ok(Announced::Published)
+}

@@ -1,0 +1,210 @@
+//! What a contextualization run did, kept across reboots.
+//!
+//! The legacy agent wrote a marker file even on failure, so a VM whose first boot met a
+//! network hiccup never joined its cluster. We record the outcome instead: a later boot redoes
+//! only what did not succeed, and a boot after success is a quick no-op without the network.
+//!
+//! The file holds the PIN in full (it must be compared) and is therefore created 0600 in a
+//! root-owned directory.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// Default state directory (systemd's `StateDirectory=clusterctx`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterctx";
+const STATE_FILE: &str = "contextualize.json";
+/// Bumped when the layout changes incompatibly; an unknown version is ignored, not trusted.
+const FORMAT_VERSION: u32 = 1;
+
+/// The role this node ended up with (after an `auto` election, the elected one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    /// Every step done and every file rewritten.
+    Success,
+    /// Stopped with this error; the next boot tries again.
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format: u32,
+    /// The PIN this state belongs to: a new PIN in the context starts from scratch.
+    pub pin: String,
+    pub role: Option<Role>,
+    /// The address this node published as `master_ip`, when it is the master.
+    pub published_address: Option<String>,
+    /// Values fetched or published, by key: enough to fill placeholders again offline.
+    pub values: BTreeMap<String, String>,
+    /// Files rewritten in the last run, with the number of placeholders replaced.
+    pub files: BTreeMap<PathBuf, usize>,
+    pub outcome: Option<Outcome>,
+    /// Whether `master_ready` has been published (master only).
+    pub master_ready_published: bool,
+    /// RFC 3339, for people reading the file.
+    pub updated_at: String,
+}
+
+impl State {
+    pub fn new(pin: &str) -> Self {
+        State {
+            format: FORMAT_VERSION,
+            pin: pin.to_string(),
+            role: None,
+            published_address: None,
+            values: BTreeMap::new(),
+            files: BTreeMap::new(),
+            outcome: None,
+            master_ready_published: false,
+            updated_at: String::new(),
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Some(Outcome::Success)
+    }
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateStore { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// The recorded state for `pin`, or a fresh one. A missing, unreadable or foreign-format
+    /// file is not an error: it only means we know nothing and redo everything (logged).
+    pub fn load(&self, pin: &str) -> State {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return State::new(pin),
+            Err(err) => {
+                tracing::warn!("cannot read {}: {err}; starting afresh", path.display());
+                return State::new(pin);
+            }
+        };
+        match serde_json::from_slice::<State>(&bytes) {
+            Ok(state) if state.format == FORMAT_VERSION && state.pin == pin => state,
+            Ok(state) if state.format == FORMAT_VERSION => {
+                tracing::info!("recorded state is for another PIN; starting afresh");
+                State::new(pin)
+            }
+            Ok(_) => {
+                tracing::warn!("{} has an unknown format; starting afresh", path.display());
+                State::new(pin)
+            }
+            Err(err) => {
+                tracing::warn!("{} is damaged ({err}); starting afresh", path.display());
+                State::new(pin)
+            }
+        }
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename, fsync the directory), mode
+    /// 0600 because it holds the PIN.
+    pub fn save(&self, state: &mut State) -> anyhow::Result<()> {
+        state.updated_at = now_rfc3339();
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("failed to create state directory {}", self.dir.display()))?;
+        let path = self.path();
+        let tmp = self
+            .dir
+            .join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(state).context("failed to encode state")?;
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|err| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::Error::new(err)
+                .context(format!("failed to write state file {}", path.display()))
+        })
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `dir` as given, or [`DEFAULT_STATE_DIR`].
+pub fn store_at(dir: Option<&Path>) -> StateStore {
+    StateStore::new(dir.unwrap_or(Path::new(DEFAULT_STATE_DIR)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trip_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("sub"));
+        let mut state = State::new("enico1qq0oey");
+        state.role = Some(Role::Master);
+        state.values.insert("master_ip".into(), "10.0.0.1".into());
+        state.outcome = Some(Outcome::Success);
+        store.save(&mut state).unwrap();
+        assert_eq!(store.load("enico1qq0oey"), state);
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn another_pin_or_damage_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut state = State::new("aaaaaaaaaaaa");
+        state.outcome = Some(Outcome::Success);
+        store.save(&mut state).unwrap();
+        assert_eq!(store.load("bbbbbbbbbbbb"), State::new("bbbbbbbbbbbb"));
+        std::fs::write(store.path(), b"{not json").unwrap();
+        assert_eq!(store.load("aaaaaaaaaaaa"), State::new("aaaaaaaaaaaa"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Counters and gauges, rendered in the Prometheus text format at `/metrics`.
+//!
+//! Requests are counted by route template (`/api/v1/clusters/{pin}/keys/{key}`), never by
+//! path: a path holds a PIN, and one series per PIN would be both a leak and a memory sink.
+
+use std::{
+    collections::HashMap,
+    fmt::Write,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Mutex,
+    },
+};
+
+use axum::http::Method;
+
+/// Label for requests that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// What the store holds right now, counted at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Clusters whose PIN is live.
+    pub clusters: u64,
+    /// Expired clusters still answering 410 until the sweep forgets them.
+    pub tombstones: u64,
+    /// Keys of live clusters.
+    pub keys: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (route template, method, status) → count.
+    requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
+    /// Long-poll requests parked right now.
+    waiters: AtomicI64,
+    /// Requests refused with 429.
+    rate_limited: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record(&self, route: &'static str, method: &Method, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *requests
+            .entry((route, method_label(method), status))
+            .or_insert(0) += 1;
+    }
+
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a parked long-poll until the guard is dropped (answered, or the client left).
+    pub fn waiter(&self) -> WaiterGuard<'_> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        WaiterGuard(&self.waiters)
+    }
+
+    pub fn waiters(&self) -> i64 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self, inventory: Inventory) -> String {
+        let mut out = String::with_capacity(2048);
+        out.push_str(
+            "# HELP clusterctx_http_requests_total HTTP requests answered, by route template, method and status.\n\
+             # TYPE clusterctx_http_requests_total counter\n",
+        );
+        let mut rows: Vec<_> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(&k, &v)| (k, v))
+            .collect();
+        rows.sort_unstable();
+        for ((route, method, status), count) in rows {
+            let _ = writeln!(
+                out,
+                "clusterctx_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
+            );
+        }
+        let gauges: [(&str, &str, &str, i64); 4] = [
+            (
+                "clusterctx_longpoll_waiters",
+                "gauge",
+                "Long-poll requests waiting for a key right now.",
+                self.waiters(),
+            ),
+            (
+                "clusterctx_clusters",
+                "gauge",
+                "Clusters with a live PIN.",
+                saturating_i64(inventory.clusters),
+            ),
+            (
+                "clusterctx_expired_clusters",
+                "gauge",
+                "Expired PINs still answered with 410 until the sweep forgets them.",
+                saturating_i64(inventory.tombstones),
+            ),
+            (
+                "clusterctx_keys",
+                "gauge",
+                "Keys stored in live clusters.",
+                saturating_i64(inventory.keys),
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP clusterctx_rate_limited_total Requests refused with 429 after too many misses.\n\
+             # TYPE clusterctx_rate_limited_total counter\n\
+             clusterctx_rate_limited_total {}",
+            self.rate_limited.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP clusterctx_build_info The running version.\n\
+             # TYPE clusterctx_build_info gauge\n\
+             clusterctx_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        out
+    }
+}
+
+pub struct WaiterGuard<'a>(&'a AtomicI64);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let metrics = Metrics::default();
+        metrics.record("/healthz", &Method::GET, 200);
+        metrics.record("/healthz", &Method::GET, 200);
+        metrics.record(UNMATCHED, &Method::from_bytes(b"BREW").unwrap(), 404);
+        let guard = metrics.waiter();
+        let text = metrics.render(Inventory {
+            clusters: 2,
+            tombstones: 1,
+            keys: 5,
+        });
+        assert!(text.contains(
+            "clusterctx_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "clusterctx_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 1\n"
+        ));
+        assert!(text.contains("\nclusterctx_longpoll_waiters 1\n"));
+        assert!(text.contains("\nclusterctx_clusters 2\n"));
+        assert!(text.contains("\nclusterctx_keys 5\n"));
+        drop(guard);
+        assert_eq!(metrics.waiters(), 0);
+    }
+}

@@ -1,0 +1,313 @@
+//! The router and its handlers: the legacy REST API (PROTOCOL.md part 1) with our extensions
+//! (part 2), `/healthz` and `/metrics`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, DefaultBodyLimit, RawQuery, State},
+    http::{header, HeaderMap, StatusCode},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post, MethodRouter},
+    Json, Router,
+};
+
+use super::{
+    auth,
+    error::ApiError,
+    extract::{parse_item, parse_wait, read_body, wants_json, ApiPath},
+    layers,
+    state::{AppState, KeyState},
+    waiters,
+};
+use crate::{
+    protocol::{self, ClusterInfo, KeyItem},
+    secret::redact,
+};
+
+// Route templates, also the `route` label of the request metrics (PINs never become labels).
+pub(crate) const ROUTE_CLUSTERS: &str = "/api/v1/clusters";
+pub(crate) const ROUTE_CLUSTER: &str = "/api/v1/clusters/{pin}";
+pub(crate) const ROUTE_KEYS: &str = "/api/v1/clusters/{pin}/keys";
+pub(crate) const ROUTE_KEY: &str = "/api/v1/clusters/{pin}/keys/{key}";
+pub(crate) const ROUTE_HEALTHZ: &str = "/healthz";
+pub(crate) const ROUTE_METRICS: &str = "/metrics";
+pub(crate) const ROUTES: [&str; 6] = [
+    ROUTE_CLUSTERS,
+    ROUTE_CLUSTER,
+    ROUTE_KEYS,
+    ROUTE_KEY,
+    ROUTE_HEALTHZ,
+    ROUTE_METRICS,
+];
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+type AppRouter = Router<Arc<AppState>>;
+
+/// The whole service as a router, for a server or for `tower::ServiceExt::oneshot` in tests.
+pub fn app(state: Arc<AppState>) -> Router {
+    // The PIN routes count misses per client and refuse clients that have too many.
+    let pin_routes = AppRouter::new();
+    let pin_routes = both(
+        pin_routes,
+        ROUTE_CLUSTER,
+        get(get_cluster).delete(delete_cluster),
+    );
+    let pin_routes = both(pin_routes, ROUTE_KEYS, get(list_keys).post(create_key));
+    let pin_routes = both(
+        pin_routes,
+        ROUTE_KEY,
+        get(get_key)
+            .put(put_key)
+            .patch(patch_key)
+            .delete(delete_key),
+    )
+    .route_layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        layers::limit_misses,
+    ));
+
+    let router = both(AppRouter::new(), ROUTE_CLUSTERS, post(create_cluster))
+        .route(ROUTE_HEALTHZ, get(healthz))
+        .route(ROUTE_METRICS, get(metrics))
+        .merge(pin_routes)
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            layers::observe,
+        ));
+    router.with_state(state)
+}
+
+/// Django clients often add a trailing slash; both spellings reach the same handler.
+fn both(router: AppRouter, path: &str, methods: MethodRouter<Arc<AppState>>) -> AppRouter {
+    router
+        .route(path, methods.clone())
+        .route(&format!("{path}/"), methods)
+}
+
+async fn create_cluster(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let info = state.create_cluster().await?;
+    tracing::info!("cluster {} created", redact(&info.pin));
+    // The answer holds the admin token: no cache may keep it.
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(info),
+    )
+        .into_response())
+}
+
+async fn get_cluster(
+    State(state): State<Arc<AppState>>,
+    ApiPath(pin): ApiPath<String>,
+) -> Result<Json<ClusterInfo>, ApiError> {
+    state.cluster_info(&pin).map(Json)
+}
+
+async fn delete_cluster(
+    State(state): State<Arc<AppState>>,
+    ApiPath(pin): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = auth::bearer(&headers).map(str::to_string);
+    state.delete_cluster(&pin, token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    ApiPath(pin): ApiPath<String>,
+) -> Result<Json<Vec<KeyItem>>, ApiError> {
+    state.list_keys(&pin).map(Json)
+}
+
+async fn create_key(
+    State(state): State<Arc<AppState>>,
+    ApiPath(pin): ApiPath<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, state.config.max_body)?;
+    let input = parse_item(&headers, &body)?;
+    let key = input
+        .key
+        .ok_or_else(|| ApiError::BadRequest("missing field \"key\"".into()))?;
+    let value = input
+        .value
+        .ok_or_else(|| ApiError::BadRequest("missing field \"value\"".into()))?;
+    protocol::validate_key_name(&key)?;
+    protocol::validate_value(&value)?;
+    state.create_key(&pin, key.clone(), value.clone()).await?;
+    Ok((StatusCode::CREATED, Json(KeyItem { key, value })).into_response())
+}
+
+/// The single-key route answers in the rendering asked for, errors included (a text-mode 404
+/// has an empty body).
+async fn get_key(
+    State(state): State<Arc<AppState>>,
+    ApiPath((pin, key)): ApiPath<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let json = wants_json(&headers);
+    match read_key(&state, &pin, &key, query.as_deref()).await {
+        Ok(value) => render_item(key, value, json),
+        Err(err) => err.render(!json),
+    }
+}
+
+async fn read_key(
+    state: &AppState,
+    pin: &str,
+    key: &str,
+    query: Option<&str>,
+) -> Result<String, ApiError> {
+    protocol::validate_key_name(key)?;
+    let wait = parse_wait(query)?;
+    match state.lookup_key(pin, key)? {
+        KeyState::Found(value) => Ok(value),
+        KeyState::Absent { .. } if wait == 0 => Err(ApiError::KeyNotFound),
+        KeyState::Absent {
+            changed,
+            expires_ms,
+        } => {
+            waiters::wait_for_key(
+                state,
+                pin,
+                key,
+                Duration::from_secs(wait),
+                changed,
+                expires_ms,
+            )
+            .await
+        }
+    }
+}
+
+async fn put_key(
+    State(state): State<Arc<AppState>>,
+    ApiPath((pin, key)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    update(state, pin, key, headers, body, false).await
+}
+
+async fn patch_key(
+    State(state): State<Arc<AppState>>,
+    ApiPath((pin, key)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    update(state, pin, key, headers, body, true).await
+}
+
+/// PUT and PATCH: the value in the body replaces the stored one. The body may repeat the key
+/// (DRF clients send the whole item) but not name another. A PATCH without a value changes
+/// nothing. Rendered like a GET of the same route.
+async fn update(
+    state: Arc<AppState>,
+    pin: String,
+    key: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    partial: bool,
+) -> Response {
+    let json = wants_json(&headers);
+    let outcome = async {
+        protocol::validate_key_name(&key)?;
+        let body = read_body(body, state.config.max_body)?;
+        let input = if partial && body.iter().all(u8::is_ascii_whitespace) {
+            Default::default()
+        } else {
+            parse_item(&headers, &body)?
+        };
+        if input.key.as_ref().is_some_and(|named| *named != key) {
+            return Err(ApiError::BadRequest(
+                "the key in the body differs from the key in the path".into(),
+            ));
+        }
+        let value = match input.value {
+            Some(value) => {
+                protocol::validate_value(&value)?;
+                Some(value)
+            }
+            None if partial => None,
+            None => return Err(ApiError::BadRequest("missing field \"value\"".into())),
+        };
+        let token = auth::bearer(&headers).map(str::to_string);
+        state.update_key(&pin, key.clone(), value, token).await
+    }
+    .await;
+    match outcome {
+        Ok(value) => render_item(key, value, json),
+        Err(err) => err.render(!json),
+    }
+}
+
+async fn delete_key(
+    State(state): State<Arc<AppState>>,
+    ApiPath((pin, key)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    protocol::validate_key_name(&key)?;
+    let token = auth::bearer(&headers).map(str::to_string);
+    state.delete_key(&pin, key, token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `master_ip: 10.10.25.5` as text (the legacy default), or `{"key", "value"}` as JSON.
+fn render_item(key: String, value: String, json: bool) -> Response {
+    if json {
+        Json(KeyItem { key, value }).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, TEXT_PLAIN)],
+            protocol::render_text(&key, &value),
+        )
+            .into_response()
+    }
+}
+
+/// Liveness for load balancers and systemd watchers; 503 while draining, so a balancer stops
+/// sending new work before the process exits.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_shutting_down() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, TEXT_PLAIN)],
+            "shutting down\n",
+        )
+            .into_response()
+    } else {
+        ([(header::CONTENT_TYPE, TEXT_PLAIN)], "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(state.inventory()),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_follow_the_protocol_prefix() {
+        for route in [ROUTE_CLUSTERS, ROUTE_CLUSTER, ROUTE_KEYS, ROUTE_KEY] {
+            assert!(route.starts_with(protocol::API_PREFIX), "{route}");
+        }
+    }
+}

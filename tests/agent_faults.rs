@@ -1,0 +1,274 @@
+//! The agent against a scripted server: every fault ends as PROTOCOL.md part 2 says, and no
+//! context file is changed when it should not be.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use clusterctx::agent::{config::RoleRequest, contextualize::Finished, state::Outcome};
+use support::{
+    fast,
+    faulty::{FaultServer, Reply, Request},
+    Node, MASTER_CONTEXT, PIN, WORKER_CONTEXT,
+};
+
+const CLUSTER: &str = r#"{"pin": "enico1qq0oey", "creation_time": "2026-11-21T10:00:00Z"}"#;
+
+fn key(key: &str, value: &str) -> Reply {
+    Reply::Status(
+        200,
+        serde_json::json!({ "key": key, "value": value }).to_string(),
+    )
+}
+
+/// A legacy-looking service where everything is in place, for faults to be layered on.
+fn healthy(request: &Request, master_ip: &str) -> Reply {
+    let cluster = format!("/api/v1/clusters/{PIN}");
+    match (
+        request.method.as_str(),
+        request.target.split('?').next().unwrap(),
+    ) {
+        ("GET", path) if path == cluster => Reply::json(200, CLUSTER),
+        ("GET", path) if path.ends_with("/keys/master_ready") => key("master_ready", "yes"),
+        ("GET", path) if path.ends_with("/keys/master_ip") => key("master_ip", master_ip),
+        _ => Reply::json(404, r#"{"detail": "Not found."}"#),
+    }
+}
+
+fn assert_failed(node: &Node, needle: &str) {
+    match node.state().outcome {
+        Some(Outcome::Failed { error }) => {
+            assert!(error.contains(needle), "{error:?} lacks {needle:?}")
+        }
+        other => panic!("expected a recorded failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_5xx_is_retried_then_succeeds() {
+    let server = FaultServer::start(|request, n| {
+        if n > 0 && n <= 4 {
+            Reply::json(503, r#"{"error": "restarting"}"#)
+        } else {
+            healthy(request, "10.0.0.7")
+        }
+    })
+    .await;
+    let node = Node::new(WORKER_CONTEXT);
+    let outcome = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker)).await;
+    assert!(matches!(outcome.unwrap(), Finished::Contextualized { .. }));
+    assert!(node.read(0).contains("my_master_ip=10.0.0.7\n"));
+    assert!(server.requests().len() >= 7);
+}
+
+#[tokio::test]
+async fn connection_resets_are_retried() {
+    let server = FaultServer::start(|request, n| {
+        if n % 2 == 0 {
+            Reply::Reset
+        } else {
+            healthy(request, "10.0.0.8")
+        }
+    })
+    .await;
+    let node = Node::new(WORKER_CONTEXT);
+    support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap();
+    assert!(node.read(0).contains("my_master_ip=10.0.0.8\n"));
+}
+
+#[tokio::test]
+async fn a_hanging_server_times_out_and_is_retried() {
+    let server = FaultServer::start(|request, n| {
+        if n == 1 {
+            Reply::Hang
+        } else {
+            healthy(request, "10.0.0.9")
+        }
+    })
+    .await;
+    let node = Node::new(WORKER_CONTEXT);
+    let mut overrides = fast(&server.url(), RoleRequest::Worker);
+    overrides.request_timeout = Some(Duration::from_millis(300));
+    support::contextualize(&node, &overrides).await.unwrap();
+    assert!(node.read(0).contains("my_master_ip=10.0.0.9\n"));
+}
+
+#[tokio::test]
+async fn a_master_ip_with_a_newline_never_reaches_the_file() {
+    let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1\nrm -rf / #")).await;
+    let node = Node::new(WORKER_CONTEXT);
+    let before = support::bytes(&node.files[0]);
+    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("master_ip"), "{err:#}");
+    assert_eq!(support::bytes(&node.files[0]), before);
+    assert_failed(&node, "master_ip");
+}
+
+#[tokio::test]
+async fn a_master_ip_with_shell_metacharacters_is_refused() {
+    let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1;reboot")).await;
+    let node = Node::new(WORKER_CONTEXT);
+    let before = support::bytes(&node.files[0]);
+    assert!(
+        support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+            .await
+            .is_err()
+    );
+    assert_eq!(support::bytes(&node.files[0]), before);
+}
+
+#[tokio::test]
+async fn a_generic_value_with_a_control_character_is_refused() {
+    let server = FaultServer::start(|request, _| {
+        if request.target.ends_with("/keys/greeting") {
+            key("greeting", "hello\u{1b}[2J")
+        } else {
+            healthy(request, "10.0.0.1")
+        }
+    })
+    .await;
+    let node = Node::new(&format!(
+        "{WORKER_CONTEXT}motd=###GREETING_PLACEHOLDER###\n"
+    ));
+    let before = support::bytes(&node.files[0]);
+    assert!(
+        support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+            .await
+            .is_err()
+    );
+    assert_eq!(support::bytes(&node.files[0]), before);
+}
+
+#[tokio::test]
+async fn an_unknown_pin_fails_at_once() {
+    let server = FaultServer::start(|_, _| Reply::json(404, r#"{"detail": "Not found."}"#)).await;
+    let node = Node::new(WORKER_CONTEXT);
+    let before = support::bytes(&node.files[0]);
+    let started = Instant::now();
+    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("does not know PIN eni…"),
+        "{err:#}"
+    );
+    assert!(!format!("{err:#}").contains(PIN), "the PIN leaked: {err:#}");
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a permanent error is not retried"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(support::bytes(&node.files[0]), before);
+}
+
+#[tokio::test]
+async fn a_master_ip_held_by_another_master_fails_at_once() {
+    let server = FaultServer::start(|request, _| match request.method.as_str() {
+        "POST" => Reply::json(409, r#"{"error": "key exists"}"#),
+        _ => healthy(request, "10.9.9.9"),
+    })
+    .await;
+    let node = Node::new(MASTER_CONTEXT);
+    let mut overrides = fast(&server.url(), RoleRequest::Master);
+    overrides.address = Some("10.1.1.1".into());
+    let err = support::contextualize(&node, &overrides).await.unwrap_err();
+    assert!(format!("{err:#}").contains("another master"), "{err:#}");
+    // check PIN, POST, GET: nothing retried
+    assert_eq!(server.requests().len(), 3);
+    assert_failed(&node, "another master");
+}
+
+#[tokio::test]
+async fn a_409_holding_our_own_address_is_a_republish() {
+    let server = FaultServer::start(|request, _| match request.method.as_str() {
+        "POST" => Reply::json(409, r#"{"error": "key exists"}"#),
+        _ => healthy(request, "10.1.1.1"),
+    })
+    .await;
+    let node = Node::new(MASTER_CONTEXT);
+    let mut overrides = fast(&server.url(), RoleRequest::Master);
+    overrides.address = Some("10.1.1.1".into());
+    let outcome = support::contextualize(&node, &overrides).await.unwrap();
+    assert!(matches!(outcome, Finished::Contextualized { .. }));
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_permanent() {
+    let server = FaultServer::start(|_, _| Reply::Status(200, "<html>proxy</html>".into())).await;
+    let node = Node::new(WORKER_CONTEXT);
+    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("unreadable answer"), "{err:#}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let server = FaultServer::start(|_, _| {
+        Reply::Status(200, format!("{{\"x\": \"{}\"}}", "a".repeat(1 << 20)))
+    })
+    .await;
+    let node = Node::new(WORKER_CONTEXT);
+    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("larger than"), "{err:#}");
+}
+
+#[tokio::test]
+async fn a_service_that_never_answers_well_is_given_up_within_the_window() {
+    let server = FaultServer::start(|_, _| Reply::json(502, r#"{"error": "bad gateway"}"#)).await;
+    let node = Node::new(WORKER_CONTEXT);
+    let before = support::bytes(&node.files[0]);
+    let mut overrides = fast(&server.url(), RoleRequest::Worker);
+    overrides.tries = Some(5);
+    let started = Instant::now();
+    let err = support::contextualize(&node, &overrides).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        format!("{err:#}").contains("gave up after 5 tries"),
+        "{err:#}"
+    );
+    assert_eq!(server.requests().len(), 5);
+    // 4 sleeps of 80-120 ms between 5 tries.
+    assert!(elapsed >= Duration::from_millis(320), "{elapsed:?}");
+    assert_eq!(support::bytes(&node.files[0]), before);
+}
+
+#[tokio::test]
+async fn legacy_servers_are_polled_and_the_worker_waits_for_master_ready() {
+    // master_ready appears only from the 6th request on: the worker must keep polling and
+    // must not fetch master_ip before it.
+    let server = FaultServer::start(|request, n| {
+        if request.target.contains("/keys/master_ready") && n < 5 {
+            Reply::json(404, r#"{"detail": "Not found."}"#)
+        } else {
+            healthy(request, "10.0.0.3")
+        }
+    })
+    .await;
+    let node = Node::new(WORKER_CONTEXT);
+    support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap();
+    let targets: Vec<String> = server.requests().into_iter().map(|r| r.target).collect();
+    let first_ip = targets
+        .iter()
+        .position(|t| t.contains("master_ip"))
+        .unwrap();
+    let ready = targets
+        .iter()
+        .rposition(|t| t.contains("master_ready"))
+        .unwrap();
+    assert!(ready < first_ip, "{targets:?}");
+    assert!(
+        targets.iter().all(|t| !t.contains("wait=")),
+        "no long-poll against a legacy server: {targets:?}"
+    );
+}

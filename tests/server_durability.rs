@@ -1,0 +1,273 @@
+//! The durable store: acknowledged writes survive a restart and a `kill -9` of a real
+//! `clusterctx serve`; unusable store files are refused at start with a reason; SIGTERM drains.
+#![cfg(feature = "server")]
+
+mod server_support;
+
+use std::time::{Duration, Instant};
+
+use clusterctx::{
+    protocol::{ClusterInfo, KeyItem},
+    server::{self, Config},
+};
+use server_support::{create_cluster, post_key, ServeProcess};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn get_text(url: String) -> (u16, String) {
+    let response = client().get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn everything_survives_a_restart_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        db: Some(dir.path().join("state/pins.sqlite3")),
+        ..Config::default()
+    };
+    let first = server::spawn(config.clone()).await.unwrap();
+    let url = first.url();
+    let (pin, token) = create_cluster(&client(), &url).await;
+    let info: ClusterInfo = client()
+        .get(format!("{url}/api/v1/clusters/{pin}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        post_key(&client(), &url, &pin, "master_ip", "10.0.0.1").await,
+        201
+    );
+    assert_eq!(post_key(&client(), &url, &pin, "other", "x").await, 201);
+    assert_eq!(post_key(&client(), &url, &pin, "gone", "y").await, 201);
+    let replaced = client()
+        .put(format!("{url}/api/v1/clusters/{pin}/keys/other"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"key": "other", "value": "z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    let deleted = client()
+        .delete(format!("{url}/api/v1/clusters/{pin}/keys/gone"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (doomed, doomed_token) = create_cluster(&client(), &url).await;
+    let deleted = client()
+        .delete(format!("{url}/api/v1/clusters/{doomed}"))
+        .bearer_auth(&doomed_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    first.shutdown().await;
+
+    let second = server::spawn(config).await.unwrap();
+    let url = second.url();
+    let shown: ClusterInfo = client()
+        .get(format!("{url}/api/v1/clusters/{pin}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown, info, "same creation and expiry times");
+    let listed: Vec<KeyItem> = client()
+        .get(format!("{url}/api/v1/clusters/{pin}/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            KeyItem {
+                key: "master_ip".into(),
+                value: "10.0.0.1".into()
+            },
+            KeyItem {
+                key: "other".into(),
+                value: "z".into()
+            },
+        ]
+    );
+    assert_eq!(
+        get_text(format!("{url}/api/v1/clusters/{doomed}")).await.0,
+        404,
+        "deleted stays deleted"
+    );
+    // The token still works after the restart (only its digest was stored), others do not.
+    let wrong = client()
+        .delete(format!("{url}/api/v1/clusters/{pin}/keys/other"))
+        .bearer_auth(&doomed_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let right = client()
+        .delete(format!("{url}/api/v1/clusters/{pin}/keys/other"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 204);
+    // Uniqueness holds across the restart.
+    assert_eq!(
+        post_key(&client(), &url, &pin, "master_ip", "10.0.0.2").await,
+        409
+    );
+    second.shutdown().await;
+
+    let raw = std::fs::read(dir.path().join("state/pins.sqlite3")).unwrap();
+    assert!(
+        !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the admin token must not be stored in clear"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pins.sqlite3");
+    let serve = ServeProcess::start(&db, &[]);
+    let url = serve.url.clone();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    // Writes acknowledged right before the kill, with no pause for any flush to happen.
+    for i in 0..20 {
+        assert_eq!(
+            post_key(&client(), &url, &pin, &format!("k{i}"), &format!("v{i}")).await,
+            201
+        );
+    }
+    assert_eq!(
+        post_key(&client(), &url, &pin, "master_ip", "10.9.8.7").await,
+        201
+    );
+    serve.kill_9();
+
+    let serve = ServeProcess::start(&db, &[]);
+    let (status, body) = get_text(format!(
+        "{}/api/v1/clusters/{pin}/keys/master_ip",
+        serve.url
+    ))
+    .await;
+    assert_eq!((status, body.as_str()), (200, "master_ip: 10.9.8.7"));
+    let listed: Vec<KeyItem> = client()
+        .get(format!("{}/api/v1/clusters/{pin}/keys", serve.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 21);
+    serve.kill_9();
+}
+
+#[test]
+fn unusable_store_files_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.sqlite3");
+    std::fs::write(&garbage, vec![0x5a; 16384]).unwrap();
+    let not_writable = dir.path().join("a-file");
+    std::fs::write(&not_writable, "").unwrap();
+    let cases = [
+        (garbage, "not a SQLite database"),
+        // The parent "directory" is a file.
+        (
+            not_writable.join("pins.sqlite3"),
+            "cannot create the directory",
+        ),
+    ];
+    for (db, reason) in cases {
+        let started = Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_clusterctx"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{db:?} was accepted");
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("error:"), "{stderr}");
+        assert!(stderr.contains(reason), "{db:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pins.sqlite3");
+    let first = ServeProcess::start(&db, &[]);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterctx"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("another clusterctx serve"), "{stderr}");
+    // The first one is unharmed.
+    assert_eq!(get_text(format!("{}/healthz", first.url)).await.0, 200);
+    first.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_waiters_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pins.sqlite3");
+    let mut serve = ServeProcess::start(&db, &[]);
+    let url = serve.url.clone();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let waiter = tokio::spawn({
+        let url = format!("{url}/api/v1/clusters/{pin}/keys/master_ip?wait=60");
+        async move { client().get(url).send().await.unwrap().status().as_u16() }
+    });
+    // Wait until the long-poll is parked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = get_text(format!("{url}/metrics")).await.1;
+        if metrics.contains("\nclusterctx_longpoll_waiters 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the waiter never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    serve.signal(libc::SIGTERM);
+    assert_eq!(waiter.await.unwrap(), 503);
+    let status = serve.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let log = serve.stderr_rest.recv().unwrap();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(!log.contains(&pin), "the log holds a whole PIN:\n{log}");
+
+    // And the data is there for the next start.
+    let serve = ServeProcess::start(&db, &[]);
+    assert_eq!(
+        get_text(format!("{}/api/v1/clusters/{pin}", serve.url))
+            .await
+            .0,
+        200
+    );
+}

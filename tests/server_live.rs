@@ -1,0 +1,648 @@
+//! The real server on port 0, over sockets: long-poll, concurrent creates, the miss limit,
+//! graceful shutdown, request time limits, the sweep and HTTPS.
+#![cfg(feature = "server")]
+
+mod server_support;
+
+use std::time::{Duration, Instant};
+
+use clusterctx::{
+    protocol::{self, ErrorBody, KeyItem},
+    server::{self, Config},
+};
+use server_support::{create_cluster, post_key};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `n` long-polls are parked on the server.
+async fn until_waiters(server: &server::Server, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.waiters() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} waiters, not {n}",
+            server.waiters()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads the answer until the server closes or
+/// `limit` passes.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], limit: Duration) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer (and stop reading) before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_poll_is_woken_by_a_create_from_another_connection() {
+    let server = server::spawn(Config::default()).await.unwrap();
+    let url = server.url();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let key_url = format!("{url}/api/v1/clusters/{pin}/keys/master_ip");
+
+    // Two waiters on their own connections: one text, one JSON.
+    let text_waiter = tokio::spawn({
+        let key_url = key_url.clone();
+        async move {
+            let response = client()
+                .get(format!("{key_url}?wait=30"))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status(),
+                response.text().await.unwrap(),
+                Instant::now(),
+            )
+        }
+    });
+    let json_waiter = tokio::spawn({
+        let key_url = key_url.clone();
+        async move {
+            let response = client()
+                .get(format!("{key_url}?wait=30"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<KeyItem>().await.unwrap())
+        }
+    });
+    until_waiters(&server, 2).await;
+    // Parked, not answered.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!text_waiter.is_finished());
+
+    let written = Instant::now();
+    assert_eq!(
+        post_key(&client(), &url, &pin, "master_ip", "10.1.2.3").await,
+        201
+    );
+    let (status, body, answered) = text_waiter.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "master_ip: 10.1.2.3");
+    assert!(
+        answered.duration_since(written) < Duration::from_millis(500),
+        "woken after {:?}",
+        answered.duration_since(written)
+    );
+    let (status, item) = json_waiter.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(item.value, "10.1.2.3");
+    assert_eq!(server.waiters(), 0);
+
+    // A key that exists answers at once even with a wait.
+    let started = Instant::now();
+    let again = client()
+        .get(format!("{key_url}?wait=60"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn long_poll_times_out_to_404() {
+    let server = server::spawn(Config::default()).await.unwrap();
+    let url = server.url();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let key_url = format!("{url}/api/v1/clusters/{pin}/keys/master_ip?wait=1");
+
+    let started = Instant::now();
+    let response = client().get(&key_url).send().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.text().await.unwrap(), "", "text-mode 404 is empty");
+    assert!(
+        elapsed >= Duration::from_millis(950) && elapsed < Duration::from_secs(3),
+        "answered after {elapsed:?}"
+    );
+    let json = client()
+        .get(&key_url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 404);
+    assert!(json
+        .json::<ErrorBody>()
+        .await
+        .unwrap()
+        .error
+        .contains("no such key"));
+    assert_eq!(server.waiters(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn long_poll_on_unknown_or_expiring_pins_does_not_wait() {
+    let server = server::spawn(Config {
+        ttl: Duration::from_millis(1500),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url();
+
+    let started = Instant::now();
+    let unknown = client()
+        .get(format!(
+            "{url}/api/v1/clusters/aaaaaaaaaaaa/keys/master_ip?wait=30"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    // The PIN expires during the wait: 410 at the moment of expiry, not after 30 s.
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let started = Instant::now();
+    let expiring = client()
+        .get(format!(
+            "{url}/api/v1/clusters/{pin}/keys/master_ip?wait=30"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expiring.status(), 410);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed > Duration::from_millis(1000) && elapsed < Duration::from_secs(4),
+        "answered after {elapsed:?}"
+    );
+
+    // Already expired: at once.
+    let started = Instant::now();
+    let expired = client()
+        .get(format!(
+            "{url}/api/v1/clusters/{pin}/keys/master_ip?wait=30"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), 410);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_the_cluster_releases_its_waiters() {
+    let server = server::spawn(Config::default()).await.unwrap();
+    let url = server.url();
+    let (pin, token) = create_cluster(&client(), &url).await;
+    let waiter = tokio::spawn({
+        let url = format!("{url}/api/v1/clusters/{pin}/keys/master_ip?wait=30");
+        async move { client().get(url).send().await.unwrap().status() }
+    });
+    until_waiters(&server, 1).await;
+    let started = Instant::now();
+    let deleted = client()
+        .delete(format!("{url}/api/v1/clusters/{pin}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(waiter.await.unwrap(), 404);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_200_concurrent_creates_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::spawn(Config {
+        db: Some(dir.path().join("pins.sqlite3")),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url();
+    let (pin, _) = create_cluster(&client(), &url).await;
+
+    // One client per request: 200 separate connections, all released at once.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (url, pin, start) = (url.clone(), pin.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = client();
+            start.wait().await;
+            let value = format!("10.0.{}.{}", i / 256, i % 256);
+            (
+                post_key(&client, &url, &pin, "master_ip", &value).await,
+                value,
+            )
+        }));
+    }
+    let mut created = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (201, value) => created.push(value),
+            (409, _) => conflicts += 1,
+            (status, _) => panic!("unexpected status {status}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one 201");
+    assert_eq!(conflicts, 199);
+    let stored = client()
+        .get(format!("{url}/api/v1/clusters/{pin}/keys/master_ip"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stored, format!("master_ip: {}", created[0]));
+    let listed: Vec<KeyItem> = client()
+        .get(format!("{url}/api/v1/clusters/{pin}/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn misses_on_unknown_pins_are_limited_per_client() {
+    let server = server::spawn(Config {
+        miss_burst: 5,
+        miss_per_sec: 0.2,
+        client_ip_header: Some("x-forwarded-for".parse().unwrap()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let miss = |client_ip: &'static str| {
+        let url = format!("{url}/api/v1/clusters/zzzzzzzzzzzz/keys/master_ip");
+        async move {
+            client()
+                .get(url)
+                .header("x-forwarded-for", client_ip)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(miss("192.0.2.1").await.status(), 404);
+    }
+    let limited = miss("192.0.2.1").await;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+    assert!(limited
+        .json::<ErrorBody>()
+        .await
+        .unwrap()
+        .error
+        .contains("too many"));
+
+    // While limited, this client learns nothing, not even about real PINs.
+    let real = client()
+        .get(format!("{url}/api/v1/clusters/{pin}"))
+        .header("x-forwarded-for", "192.0.2.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), 429);
+    // Other clients are not affected; hits never count.
+    assert_eq!(miss("192.0.2.2").await.status(), 404);
+    for _ in 0..20 {
+        let hit = client()
+            .get(format!("{url}/api/v1/clusters/{pin}"))
+            .header("x-forwarded-for", "192.0.2.3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(hit.status(), 200);
+    }
+    // Creating clusters is not a miss and not limited.
+    create_cluster(&client(), &url).await;
+    let metrics = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nclusterctx_rate_limited_total 2\n"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_parked_long_polls_at_once() {
+    let server = server::spawn(Config::default()).await.unwrap();
+    let url = server.url();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let waiter = tokio::spawn({
+        let url = format!("{url}/api/v1/clusters/{pin}/keys/master_ip?wait=60");
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status(), retry_after, Instant::now())
+        }
+    });
+    until_waiters(&server, 1).await;
+    let started = Instant::now();
+    server.shutdown().await;
+    let stopped = started.elapsed();
+    let (status, retry_after, answered) = waiter.await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(answered.duration_since(started) < Duration::from_secs(2));
+    assert!(
+        stopped < Duration::from_secs(5),
+        "shutdown took {stopped:?}"
+    );
+    assert!(
+        client().get(format!("{url}/healthz")).send().await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn slow_requests_get_408() {
+    let server = server::spawn(Config {
+        request_timeout: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let (pin, _) = create_cluster(&client(), &server.url()).await;
+    // Announces 100 bytes of body, sends one, then stalls.
+    let request = format!(
+        "POST /api/v1/clusters/{pin}/keys HTTP/1.1\r\nHost: test\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    let started = Instant::now();
+    let answer = raw_exchange(server.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_bodies_beyond_the_limit_get_413() {
+    let server = server::spawn(Config {
+        max_body: 4096,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let (pin, _) = create_cluster(&client(), &server.url()).await;
+    let mut request = format!(
+        "POST /api/v1/clusters/{pin}/keys HTTP/1.1\r\nHost: test\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..8 {
+        request.extend_from_slice(format!("3e8\r\n{}\r\n", "x".repeat(1000)).as_bytes());
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_exchange(server.addr(), &request, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than 4096 bytes"), "{answer}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_sweep_reclaims_expired_pins() {
+    let server = server::spawn(Config {
+        ttl: Duration::from_millis(300),
+        sweep_interval: Duration::from_millis(100),
+        tombstone_for: Duration::from_secs(3600),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let forgetting = server::spawn(Config {
+        ttl: Duration::from_millis(300),
+        sweep_interval: Duration::from_millis(100),
+        tombstone_for: Duration::ZERO,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let mut pins = Vec::new();
+    for server in [&server, &forgetting] {
+        let (pin, _) = create_cluster(&client(), &server.url()).await;
+        assert_eq!(
+            post_key(&client(), &server.url(), &pin, "k", "v").await,
+            201
+        );
+        pins.push(pin);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let metrics = |url: String| async move {
+        client()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Kept as a tombstone: still 410, keys reclaimed.
+    let gone = client()
+        .get(format!("{}/api/v1/clusters/{}", server.url(), pins[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 410);
+    let text = metrics(server.url()).await;
+    assert!(text.contains("\nclusterctx_keys 0\n"), "{text}");
+    assert!(text.contains("\nclusterctx_expired_clusters 1\n"), "{text}");
+    // Forgotten: unknown.
+    let unknown = client()
+        .get(format!("{}/api/v1/clusters/{}", forgetting.url(), pins[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let text = metrics(forgetting.url()).await;
+    assert!(text.contains("\nclusterctx_expired_clusters 0\n"), "{text}");
+    server.shutdown().await;
+    forgetting.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_with_a_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificate(dir.path());
+    let server = server::spawn(Config {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let tls_client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let health = tls_client
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+    assert_eq!(
+        health.headers()[protocol::SERVICE_HEADER],
+        protocol::service_header_value().as_str()
+    );
+    let (pin, _) = create_cluster(&tls_client, &url).await;
+    assert_eq!(
+        post_key(&tls_client, &url, &pin, "master_ip", "10.0.0.1").await,
+        201
+    );
+
+    // Plain HTTP on the TLS port gets nowhere, and the server carries on.
+    assert!(client()
+        .get(format!("http://{}/healthz", server.addr()))
+        .send()
+        .await
+        .is_err());
+    assert_eq!(
+        tls_client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.shutdown().await;
+
+    // A key that does not match the certificate is refused at start with a reason.
+    let (_, other_cert, _) = make_certificate(&dir.path().join("other"));
+    let err = server::spawn(Config {
+        tls_cert: Some(other_cert),
+        tls_key: Some(dir.path().join("key.pem")),
+        ..Config::default()
+    })
+    .await
+    .err()
+    .expect("mismatched key and certificate");
+    assert!(
+        format!("{err:#}").contains("do not fit together"),
+        "{err:#}"
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl tool (a
+/// test-time helper only; the service itself uses rustls).
+fn make_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect(
+                "the openssl tool is needed to make a test certificate (apt-get install openssl)",
+            );
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=clusterctx test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}

@@ -1,0 +1,129 @@
+//! Helpers shared by the `server_*` integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use clusterctx::protocol::ClusterInfo;
+
+/// Creates a cluster over HTTP and returns its pin and admin token.
+pub async fn create_cluster(client: &reqwest::Client, url: &str) -> (String, String) {
+    let response = client
+        .post(format!("{url}/api/v1/clusters"))
+        .send()
+        .await
+        .expect("POST /api/v1/clusters");
+    assert_eq!(response.status(), 201);
+    let info: ClusterInfo = response.json().await.expect("cluster JSON");
+    (info.pin, info.admin_token.expect("admin_token"))
+}
+
+/// POSTs a key the way agents do; returns the status.
+pub async fn post_key(
+    client: &reqwest::Client,
+    url: &str,
+    pin: &str,
+    key: &str,
+    value: &str,
+) -> u16 {
+    client
+        .post(format!("{url}/api/v1/clusters/{pin}/keys"))
+        .json(&serde_json::json!({"key": key, "value": value}))
+        .send()
+        .await
+        .expect("POST key")
+        .status()
+        .as_u16()
+}
+
+/// A `clusterctx serve` child process.
+pub struct ServeProcess {
+    pub child: Child,
+    pub url: String,
+    /// Everything the child wrote to stderr after the "listening on" line, collected in the
+    /// background (read it after the child has exited).
+    pub stderr_rest: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServeProcess {
+    /// Starts `clusterctx serve --listen 127.0.0.1:0 --db <db> <extra>` and waits for its
+    /// "listening on" line to learn the port.
+    pub fn start(db: &Path, extra: &[&str]) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_clusterctx"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start clusterctx serve");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let url = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let status = child.wait().unwrap();
+                panic!("clusterctx serve exited ({status}) before listening:\n{seen}");
+            }
+            seen.push_str(&line);
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            for line in stderr.lines().map_while(Result::ok) {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            let _ = tx.send(rest);
+        });
+        ServeProcess {
+            child,
+            url,
+            stderr_rest: rx,
+        }
+    }
+
+    /// SIGKILL: no chance to flush or close anything.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits for the child to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("clusterctx serve did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

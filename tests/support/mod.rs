@@ -1,0 +1,122 @@
+//! Shared test scaffolding: nodes with their own context files and state, and the scripted
+//! fault server. Each integration test file includes it with `mod support;`.
+#![allow(dead_code)] // each test file uses a different part
+
+pub mod faulty;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clusterctx::agent::{
+    config::{AgentConfig, Overrides, RoleRequest},
+    contextualize::{self, Finished},
+    files::ContextSet,
+    master_ready::{self, Announced},
+    state::{State, StateStore},
+};
+
+pub const PIN: &str = "enico1qq0oey";
+
+/// A worker context as the CernVM documentation shows it (the block's PIN and URL are
+/// overridden per test).
+pub const WORKER_CONTEXT: &str = "[example_section]\nmy_master_ip=###MASTER_IP_PLACEHOLDER###\n\n[amiconfig]\nplugins=cernvm\n\n[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\ncvmfs_branch=cernvm-sl7.cern.ch\n[ucernvm-end]\n";
+pub const MASTER_CONTEXT: &str = "[amiconfig]\nplugins=cernvm\n\n[ucernvm-begin]\ncvm_cluster_master=yes\ncvm_cluster_pin=enico1qq0oey\n[ucernvm-end]\n";
+
+/// One simulated VM: a directory holding its context files and its state directory.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub files: Vec<PathBuf>,
+}
+
+impl Node {
+    /// A node with one context file holding `content`.
+    pub fn new(content: &str) -> Node {
+        Node::with_files(&[("user-data", content)])
+    }
+
+    pub fn with_files(files: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files
+            .iter()
+            .map(|(name, content)| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, content).unwrap();
+                path
+            })
+            .collect();
+        Node { dir, files }
+    }
+
+    pub fn read(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.files[index]).unwrap()
+    }
+
+    pub fn store(&self) -> StateStore {
+        StateStore::new(self.state_dir())
+    }
+
+    pub fn state(&self) -> State {
+        self.store().load(PIN)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+/// Overrides for a fast schedule against `url`.
+pub fn fast(url: &str, role: RoleRequest) -> Overrides {
+    Overrides {
+        pin: Some(PIN.into()),
+        role: Some(role),
+        service_url: Some(url.into()),
+        tries: Some(20),
+        interval: Some(Duration::from_millis(100)),
+        request_timeout: Some(Duration::from_secs(2)),
+        ..Overrides::default()
+    }
+}
+
+fn load(files: &[PathBuf], overrides: &Overrides) -> anyhow::Result<(ContextSet, AgentConfig)> {
+    let contexts = ContextSet::load(files)?;
+    let block = contexts.block()?;
+    let config = AgentConfig::resolve(block.as_ref().map(|(_, b)| b), overrides)?
+        .expect("a PIN is configured");
+    Ok((contexts, config))
+}
+
+/// Runs `clusterctx contextualize` for `node` in-process.
+pub async fn contextualize(node: &Node, overrides: &Overrides) -> anyhow::Result<Finished> {
+    contextualize_files(node.files.clone(), node.state_dir(), overrides.clone()).await
+}
+
+/// The same on owned data, for `tokio::spawn`.
+pub async fn contextualize_files(
+    files: Vec<PathBuf>,
+    state_dir: PathBuf,
+    overrides: Overrides,
+) -> anyhow::Result<Finished> {
+    let (contexts, config) = load(&files, &overrides)?;
+    contextualize::run(&contexts, &config, &StateStore::new(state_dir)).await
+}
+
+/// Runs `clusterctx master-ready` for `node` in-process.
+pub async fn master_ready(node: &Node, overrides: &Overrides) -> anyhow::Result<Announced> {
+    master_ready_files(node.files.clone(), node.state_dir(), overrides.clone()).await
+}
+
+/// The same on owned data, for `tokio::spawn`.
+pub async fn master_ready_files(
+    files: Vec<PathBuf>,
+    state_dir: PathBuf,
+    overrides: Overrides,
+) -> anyhow::Result<Announced> {
+    let (_, config) = load(&files, &overrides)?;
+    master_ready::run(&config, &StateStore::new(state_dir)).await
+}
+
+pub fn bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
