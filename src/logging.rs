@@ -6,6 +6,8 @@
 //! timestamps: a human running the agent by hand reads it as it happens, and when stderr is a
 //! file the caller decides on timestamps.
 
+use std::io::IsTerminal;
+
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
@@ -44,6 +46,8 @@ pub fn init(verbosity: u8) {
                 .with(
                     fmt::layer()
                         .with_writer(std::io::stderr)
+                        // Colours only for a person at a terminal, not in files or pipes.
+                        .with_ansi(std::io::stderr().is_terminal())
                         .without_time()
                         .with_target(false),
                 )

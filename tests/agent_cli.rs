@@ -1,15 +1,18 @@
 //! The `clusterctx` binary as systemd and people run it: exit codes, messages, and a whole
 //! cluster of processes against a real `clusterctx serve` process.
 
+use std::process::{Command, Output};
+#[cfg(feature = "server")]
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Stdio},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterctx");
 
 const WORKER: &str = "[example_section]\nmy_master_ip=###MASTER_IP_PLACEHOLDER###\n\n[ucernvm-begin]\ncvm_cluster_pin=PIN\ncvm_service_url=URL\ncvm_cluster_interval=0.2\ncvm_cluster_tries=50\n[ucernvm-end]\n";
+#[cfg(feature = "server")]
 const MASTER: &str = "[ucernvm-begin]\ncvm_cluster_master=yes\ncvm_cluster_pin=PIN\ncvm_service_url=URL\n[ucernvm-end]\n";
 
 fn clusterctx(args: &[&str]) -> Output {
@@ -29,11 +32,13 @@ fn stdout(output: &Output) -> String {
 }
 
 /// A `clusterctx serve` child process on a free port, killed on drop.
+#[cfg(feature = "server")]
 struct Service {
     child: Child,
     url: String,
 }
 
+#[cfg(feature = "server")]
 impl Service {
     fn start(db: &Path) -> Service {
         let mut child = Command::new(BIN)
@@ -59,6 +64,7 @@ impl Service {
     }
 }
 
+#[cfg(feature = "server")]
 impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -146,6 +152,7 @@ fn check_reports_without_touching_anything() {
     assert_eq!(stdout(&dry), report);
 }
 
+#[cfg(feature = "server")]
 #[test]
 fn a_cluster_of_processes_against_a_service_process() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,5 @@
 //! Whole clusters of in-process agents against the real PIN service on a real socket.
+#![cfg(feature = "server")]
 
 mod support;
 
@@ -367,6 +368,39 @@ async fn a_service_restart_while_workers_wait_loses_nothing() {
     handle.await.unwrap().unwrap();
     assert!(worker.read(0).contains("my_master_ip=127.0.0.1\n"));
     drop(server);
+}
+
+#[tokio::test]
+async fn a_legacy_service_without_long_poll_still_forms_the_cluster() {
+    let (server, pin) = cluster(Config {
+        emulate_legacy: true,
+        open: true,
+        ..Config::default()
+    })
+    .await;
+    let url = server.url();
+    let client = PinClient::new(&url, &ClientOptions::default()).unwrap();
+    let info = client.cluster(&Pin::new(pin.as_str())).await.unwrap();
+    assert_eq!((info.expires_at, info.admin_token), (None, None));
+    assert!(client.server_kind().unwrap().is_legacy());
+
+    let mut w = overrides(&url, &pin, RoleRequest::Worker);
+    w.interval = Some(Duration::from_millis(200));
+    let workers: Vec<Node> = (0..3).map(|_| Node::new(WORKER_CONTEXT)).collect();
+    let handles: Vec<_> = workers.iter().map(|n| spawn_worker(n, w.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let master = Node::new(MASTER_CONTEXT);
+    let mut m = overrides(&url, &pin, RoleRequest::Master);
+    m.address = Some("10.7.7.7".into());
+    support::contextualize(&master, &m).await.unwrap();
+    support::master_ready(&master, &m).await.unwrap();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    for worker in &workers {
+        assert!(worker.read(0).contains("my_master_ip=10.7.7.7\n"));
+    }
+    assert_eq!(server.waiters(), 0, "nobody was parked: wait= is ignored");
 }
 
 /// Starts a node's contextualization in the background.

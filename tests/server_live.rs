@@ -234,13 +234,17 @@ async fn of_200_concurrent_creates_exactly_one_wins() {
     let url = server.url();
     let (pin, _) = create_cluster(&client(), &url).await;
 
-    // One client per request: 200 separate connections, all released at once.
+    // 200 requests in flight at once on one HTTP/1.1 client: 200 separate connections
+    // (a connection carries one request at a time), all released together.
+    let shared = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let mut tasks = Vec::new();
     for i in 0..200 {
-        let (url, pin, start) = (url.clone(), pin.clone(), start.clone());
+        let (url, pin, start, client) = (url.clone(), pin.clone(), start.clone(), shared.clone());
         tasks.push(tokio::spawn(async move {
-            let client = client();
             start.wait().await;
             let value = format!("10.0.{}.{}", i / 256, i % 256);
             (

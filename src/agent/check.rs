@@ -50,12 +50,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     }
     let _ = writeln!(out, "cluster PIN: {}", config.pin);
     let _ = writeln!(out, "PIN service: {}", config.service_url);
-    let role = match config.role {
-        RoleRequest::Master => "master",
-        RoleRequest::Worker => "worker",
-        RoleRequest::Auto => "auto (first to create master_ip is master)",
-    };
-    let _ = writeln!(out, "role: {role}");
+    let _ = writeln!(out, "role: {}", config.role);
     let address = match &config.address {
         AddressChoice::Detect => "the source address toward the PIN service".to_string(),
         AddressChoice::Fixed(ip) => ip.to_string(),

@@ -51,6 +51,16 @@ pub enum RoleRequest {
     Auto,
 }
 
+impl std::fmt::Display for RoleRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleRequest::Master => "master",
+            RoleRequest::Worker => "worker",
+            RoleRequest::Auto => "auto (first in is master)",
+        })
+    }
+}
+
 impl RoleRequest {
     /// Legacy meaning of `cvm_cluster_master`: yes/true/1/on is the master, anything else or
     /// absent a worker. `auto` is ours.

@@ -116,7 +116,7 @@ impl<'a> Run<'a> {
     async fn execute(&mut self, contexts: &ContextSet) -> anyhow::Result<Role> {
         let policy = self.config.policy;
         tracing::info!(
-            "joining cluster PIN {} at {} as {:?}: up to {} tries about {:.1}s apart",
+            "joining cluster PIN {} at {} as {}: up to {} tries about {:.1}s apart",
             self.pin(),
             self.config.service_url,
             self.config.role,

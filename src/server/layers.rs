@@ -42,9 +42,11 @@ pub(crate) async fn observe(
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     };
-    response
-        .headers_mut()
-        .insert(SERVICE_HEADER, state.service_header.clone());
+    if !state.config.emulate_legacy {
+        response
+            .headers_mut()
+            .insert(SERVICE_HEADER, state.service_header.clone());
+    }
     let status = response.status().as_u16();
     state.metrics.record(route, &method, status);
     tracing::debug!(

@@ -78,7 +78,7 @@ pub use routes::app;
 pub use state::AppState;
 
 /// Where the store lives when `--db` is not given and systemd sets no `STATE_DIRECTORY`.
-pub const DEFAULT_DB: &str = "/var/lib/clusterctx/pins.sqlite3";
+pub const DEFAULT_DB: &str = "/var/lib/clusterctx-pin-service/pins.sqlite3";
 /// The store's file name inside systemd's `STATE_DIRECTORY`.
 const DB_FILE_NAME: &str = "pins.sqlite3";
 
@@ -89,7 +89,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The durable store, a SQLite file; its directory is created if missing.
-    /// [default: $STATE_DIRECTORY/pins.sqlite3 under systemd, else /var/lib/clusterctx/pins.sqlite3]
+    /// [default: $STATE_DIRECTORY/pins.sqlite3 under systemd, else /var/lib/clusterctx-pin-service/pins.sqlite3]
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// How long a PIN (and its keys) lives after creation, e.g. 24h, 90m, 10s.
@@ -99,6 +99,11 @@ pub struct ServeArgs {
     /// without the admin token.
     #[arg(long)]
     pub open: bool,
+    /// Behave like the legacy CernVM (Django) service, to test legacy agents' peers: `?wait=`
+    /// ignored (no long-poll), no service header, no admin token or expiry in answers.
+    /// Implies --open.
+    #[arg(long)]
+    pub emulate_legacy: bool,
     /// PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -142,7 +147,8 @@ impl ServeArgs {
             listen: self.listen,
             db: Some(self.db.unwrap_or_else(default_db_path)),
             ttl: self.ttl,
-            open: self.open,
+            open: self.open || self.emulate_legacy,
+            emulate_legacy: self.emulate_legacy,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             miss_burst: self.miss_burst,
@@ -179,6 +185,9 @@ pub struct Config {
     pub ttl: Duration,
     /// Legacy open mode: no admin token needed to replace or delete.
     pub open: bool,
+    /// Answer as the legacy service did: no long-poll, no service header, no admin token or
+    /// expiry in answers. For compatibility tests of our agent against a legacy peer.
+    pub emulate_legacy: bool,
     /// Serve HTTPS with this PEM certificate chain and key.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -208,6 +217,7 @@ impl Default for Config {
             db: None,
             ttl: Duration::from_secs(24 * 3600),
             open: false,
+            emulate_legacy: false,
             tls_cert: None,
             tls_key: None,
             // Honest clients never miss; a typo'd PIN in a 300-node cluster behind one NAT

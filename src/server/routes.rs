@@ -91,8 +91,11 @@ fn both(router: AppRouter, path: &str, methods: MethodRouter<Arc<AppState>>) -> 
 }
 
 async fn create_cluster(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let info = state.create_cluster().await?;
+    let mut info = state.create_cluster().await?;
     tracing::info!("cluster {} created", redact(&info.pin));
+    if state.config.emulate_legacy {
+        info = legacy_shape(info);
+    }
     // The answer holds the admin token: no cache may keep it.
     Ok((
         StatusCode::CREATED,
@@ -106,7 +109,21 @@ async fn get_cluster(
     State(state): State<Arc<AppState>>,
     ApiPath(pin): ApiPath<String>,
 ) -> Result<Json<ClusterInfo>, ApiError> {
-    state.cluster_info(&pin).map(Json)
+    let info = state.cluster_info(&pin)?;
+    Ok(Json(if state.config.emulate_legacy {
+        legacy_shape(info)
+    } else {
+        info
+    }))
+}
+
+/// The legacy service answered `pin` and `creation_time` only.
+fn legacy_shape(info: ClusterInfo) -> ClusterInfo {
+    ClusterInfo {
+        expires_at: None,
+        admin_token: None,
+        ..info
+    }
 }
 
 async fn delete_cluster(
@@ -168,7 +185,12 @@ async fn read_key(
     query: Option<&str>,
 ) -> Result<String, ApiError> {
     protocol::validate_key_name(key)?;
-    let wait = parse_wait(query)?;
+    // The legacy service ignored unknown query parameters, `wait` included.
+    let wait = if state.config.emulate_legacy {
+        0
+    } else {
+        parse_wait(query)?
+    };
     match state.lookup_key(pin, key)? {
         KeyState::Found(value) => Ok(value),
         KeyState::Absent { .. } if wait == 0 => Err(ApiError::KeyNotFound),
