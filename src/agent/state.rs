@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     io::Write,
     os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use anyhow::Context;
@@ -167,11 +167,6 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// `dir` as given, or [`DEFAULT_STATE_DIR`].
-pub fn store_at(dir: Option<&Path>) -> StateStore {
-    StateStore::new(dir.unwrap_or(Path::new(DEFAULT_STATE_DIR)))
 }
 
 #[cfg(test)]
