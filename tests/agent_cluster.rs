@@ -403,6 +403,53 @@ async fn a_legacy_service_without_long_poll_still_forms_the_cluster() {
     assert_eq!(server.waiters(), 0, "nobody was parked: wait= is ignored");
 }
 
+#[tokio::test]
+async fn https_with_a_private_ca_and_an_untrusted_certificate_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = support::tls::make_certificate(dir.path());
+    let server = server::spawn(Config {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let trusting = PinClient::new(
+        &url,
+        &ClientOptions {
+            ca_file: Some(ca.clone()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let pin = trusting.create_cluster().await.unwrap().pin;
+
+    // Without the CA: refused as permanent, not retried for the whole window.
+    let worker = Node::new(WORKER_CONTEXT);
+    let mut w = overrides(&url, &pin, RoleRequest::Worker);
+    w.interval = Some(Duration::from_secs(5));
+    let started = Instant::now();
+    let err = support::contextualize(&worker, &w).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "not retried");
+    assert!(
+        format!("{err:#}").contains("certificate not accepted"),
+        "{err:#}"
+    );
+
+    // With it: the cluster forms.
+    let master = Node::new(MASTER_CONTEXT);
+    let mut m = overrides(&url, &pin, RoleRequest::Master);
+    m.ca_file = Some(ca.clone());
+    support::contextualize(&master, &m).await.unwrap();
+    support::master_ready(&master, &m).await.unwrap();
+    w.ca_file = Some(ca);
+    w.interval = Some(Duration::from_millis(500));
+    support::contextualize(&worker, &w).await.unwrap();
+    assert!(worker.read(0).contains("my_master_ip=127.0.0.1\n"));
+}
+
 /// Starts a node's contextualization in the background.
 fn spawn_worker(
     node: &Node,

@@ -7,12 +7,7 @@
 //! The file holds the PIN in full (it must be compared) and is therefore created 0600 in a
 //! root-owned directory.
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::PathBuf,
-};
+use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};

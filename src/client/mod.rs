@@ -54,6 +54,13 @@ pub enum ClientError {
         url: String,
         message: String,
     },
+    /// The server's certificate is not trusted: it will not become trusted by waiting.
+    #[error("{method} {url}: TLS certificate not accepted: {message} (for a private CA, give its bundle with --ca-file or cvm_cluster_ca_file)")]
+    Certificate {
+        method: Method,
+        url: String,
+        message: String,
+    },
     #[error("{method} {url}: unreadable answer: {message}")]
     Malformed {
         method: Method,
@@ -71,7 +78,9 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } => Retry::Transient,
             ClientError::Status { status, .. } => classify_status(*status),
-            ClientError::Malformed { .. } | ClientError::Invalid { .. } => Retry::Permanent,
+            ClientError::Certificate { .. }
+            | ClientError::Malformed { .. }
+            | ClientError::Invalid { .. } => Retry::Permanent,
         }
     }
 
@@ -405,10 +414,21 @@ impl PinClient {
             Some(pin) => answer_url(url, pin),
             None => url.to_string(),
         };
-        let transport = |err: reqwest::Error| ClientError::Transport {
-            method: method.clone(),
-            url: shown_url.clone(),
-            message: describe_transport_error(&err, pin),
+        let transport = |err: reqwest::Error| {
+            let message = describe_transport_error(&err, pin);
+            if rejected_certificate(&err) {
+                ClientError::Certificate {
+                    method: method.clone(),
+                    url: shown_url.clone(),
+                    message,
+                }
+            } else {
+                ClientError::Transport {
+                    method: method.clone(),
+                    url: shown_url.clone(),
+                    message,
+                }
+            }
         };
         let mut response = request.send().await.map_err(transport)?;
         let _ = self.kind.get_or_init(|| {
@@ -510,6 +530,30 @@ fn describe_transport_error(err: &reqwest::Error, pin: Option<&Pin>) -> String {
         Some(pin) => crate::secret::redact_in(&message, pin.expose()),
         None => message,
     }
+}
+
+/// Whether the TLS handshake failed because the server's certificate was refused (untrusted,
+/// expired, wrong name), as opposed to a handshake cut short by a restarting server.
+fn rejected_certificate(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(mut cause) = source {
+        // io::Error hides what it wraps from `source()` (it answers the inner error's
+        // source), and the connector wraps rustls's error in two of them.
+        while let Some(inner) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            cause = inner;
+        }
+        if matches!(
+            cause.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn with_token(
