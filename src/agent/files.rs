@@ -17,33 +17,48 @@ pub const CERNVM_USER_DATA: [&str; 3] = [
     "/var/lib/cloud/instance/user-data.txt",
 ];
 
-/// cloud-init's instance directory. By the time our unit runs (after `cloud-init.service`),
-/// cloud-init has split the user-data into files here, and its later stages read those, not
-/// the raw user-data: `cloud-config.txt` (config and final modules, incl. `runcmd`),
-/// `scripts/part-*` (shell parts, run by `cloud-final`), `user-data.txt.i` (the processed
-/// MIME, kept for reference). A substitution only reaches cloud-init if made there too.
-pub const CLOUD_INIT_INSTANCE: &str = "/var/lib/cloud/instance";
+/// cloud-init's directory. By the time our unit runs (after `cloud-init.service`), cloud-init
+/// has split the user-data into files, and its later stages read those, not the raw
+/// user-data (proven in the boot simulation, contrib/bootsim/README.md):
+/// - `instance/cloud-config.txt`: read by `cloud-config` (incl. `runcmd`, which writes
+///   `scripts/runcmd` from it) and `cloud-final` (deferred `write_files`);
+/// - `instance/scripts/<name>`: shell parts, run by `cloud-final`; cloud-init names each after
+///   its MIME `filename` (`part-NNN` only when there is none);
+/// - `scripts/per-{boot,instance,once}/<name>`: `text/x-shellscript-per-*` parts.
+///
+/// `user-data.txt` and `user-data.txt.i` are not read again in the same boot; we fill them
+/// for other consumers and for people reading them. On later boots cloud-init rewrites all
+/// of these from its cache, placeholders included, so the agent fills them at every boot.
+pub const CLOUD_INIT_DIR: &str = "/var/lib/cloud";
 
 /// The files cloud-init derives from the user-data, where they exist.
-pub fn cloud_init_derived_files(instance: &Path) -> Vec<PathBuf> {
+pub fn cloud_init_derived_files(cloud_dir: &Path) -> Vec<PathBuf> {
+    let instance = cloud_dir.join("instance");
     let mut files = vec![
         instance.join("user-data.txt.i"),
         instance.join("cloud-config.txt"),
     ];
-    if let Ok(entries) = std::fs::read_dir(instance.join("scripts")) {
-        let mut parts: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("part-"))
-            })
-            .collect();
-        parts.sort();
-        files.extend(parts);
+    files.extend(regular_files_in(&instance.join("scripts")));
+    for frequency in ["per-boot", "per-instance", "per-once"] {
+        files.extend(regular_files_in(&cloud_dir.join("scripts").join(frequency)));
     }
     files.retain(|p| p.is_file());
+    files
+}
+
+/// The regular files of `dir`, sorted, leaving out dot files (our own temporary files among
+/// them) and symlinks (cloud-init writes none there; a link could point anywhere).
+fn regular_files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
     files
 }
 
@@ -55,7 +70,7 @@ pub fn default_files() -> Vec<PathBuf> {
         .map(PathBuf::from)
         .filter(|p| p.is_file())
         .collect();
-    files.extend(cloud_init_derived_files(Path::new(CLOUD_INIT_INSTANCE)));
+    files.extend(cloud_init_derived_files(Path::new(CLOUD_INIT_DIR)));
     files
 }
 
@@ -164,5 +179,44 @@ impl ContextSet {
             done.insert(path.clone(), filled);
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_files_follow_cloud_init_naming() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = dir.path();
+        let write = |rel: &str| {
+            let path = cloud.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "x").unwrap();
+        };
+        write("instance/cloud-config.txt");
+        write("instance/user-data.txt.i");
+        write("instance/scripts/part-001");
+        write("instance/scripts/join-cluster.sh");
+        write("instance/scripts/.join-cluster.sh.1234.tmp");
+        write("scripts/per-boot/every-boot.sh");
+        write("scripts/per-once/once.sh");
+        std::os::unix::fs::symlink("/etc/passwd", cloud.join("instance/scripts/link")).unwrap();
+        let found: Vec<String> = cloud_init_derived_files(cloud)
+            .iter()
+            .map(|p| p.strip_prefix(cloud).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "instance/user-data.txt.i",
+                "instance/cloud-config.txt",
+                "instance/scripts/join-cluster.sh",
+                "instance/scripts/part-001",
+                "scripts/per-boot/every-boot.sh",
+                "scripts/per-once/once.sh",
+            ]
+        );
     }
 }

@@ -27,8 +27,8 @@ pub struct AgentArgs {
     /// A context file (user-data). Repeat for several: the ucernvm block is read from the
     /// first that has one, placeholders are filled in all. Default: the CernVM user-data
     /// copies (/user-data, /mnt/.rw/context/user-data, /var/lib/cloud/instance/user-data.txt)
-    /// and the files cloud-init derives from them (user-data.txt.i, cloud-config.txt,
-    /// scripts/part-*), those that exist.
+    /// and the files cloud-init's later stages read (instance/cloud-config.txt,
+    /// instance/scripts/*, scripts/per-*/*, under /var/lib/cloud), those that exist.
     #[arg(long = "context", value_name = "FILE")]
     pub context: Vec<PathBuf>,
     /// Where the outcome is recorded across reboots.

@@ -47,6 +47,9 @@ pub enum ClientError {
         status: StatusCode,
         /// The server's own error message, if it sent one we could read.
         detail: Option<String>,
+        /// How soon the server said to come back (`Retry-After` in seconds), e.g. while it
+        /// restarts; capped by the caller's own schedule.
+        retry_after: Option<Duration>,
     },
     #[error("{method} {url}: {message}")]
     Transport {
@@ -86,6 +89,14 @@ impl ClientError {
 
     pub fn is_transient(&self) -> bool {
         self.retry() == Retry::Transient
+    }
+
+    /// The server's `Retry-After`, on an answer that had one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// The HTTP status, when the server answered at all.
@@ -435,6 +446,14 @@ impl PinClient {
             ServerKind::from_header(response.headers().get(protocol::SERVICE_HEADER))
         });
         let status = response.status();
+        // Only the delta-seconds form: the service sends it, and an HTTP date would need a
+        // trustworthy clock, which a booting VM may not have yet.
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > MAX_BODY {
@@ -450,6 +469,7 @@ impl PinClient {
             method,
             url: shown_url,
             status,
+            retry_after,
             body,
         })
     }
@@ -461,6 +481,7 @@ struct Answer {
     /// Redacted.
     url: String,
     status: StatusCode,
+    retry_after: Option<Duration>,
     body: Vec<u8>,
 }
 
@@ -476,6 +497,7 @@ impl Answer {
             url: self.url,
             status: self.status,
             detail: error_detail(&self.body),
+            retry_after: self.retry_after,
         })
     }
 

@@ -56,11 +56,21 @@ pub enum Attempt<T> {
 /// Errors a retried step can meet: each knows whether trying again can help.
 pub trait Retryable: std::error::Error {
     fn is_transient(&self) -> bool;
+
+    /// When the peer asked to be tried again sooner than the next slot (a restarting service
+    /// answers 503 with `Retry-After: 1`).
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl Retryable for ClientError {
     fn is_transient(&self) -> bool {
         ClientError::is_transient(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        ClientError::retry_after(self)
     }
 }
 
@@ -128,17 +138,22 @@ where
         let slot = schedule.policy.slot();
         let started = Instant::now();
         tracing::info!("{what} (try {}/{tries})", schedule.used);
+        let mut next_try = started + slot;
         match attempt(slot).await {
             Ok(Attempt::Done(value)) => return Ok(value),
             Ok(Attempt::NotYet) => last_error = None,
             Err(err) if err.is_transient() => {
                 tracing::warn!("{what}: {err} (will retry)");
+                // Sooner if the peer says so, never later than the slot: the window holds.
+                if let Some(after) = err.retry_after() {
+                    next_try = next_try.min(Instant::now() + after);
+                }
                 last_error = Some(err);
             }
             Err(err) => return Err(RetryError::Permanent(err)),
         }
         if schedule.used < tries {
-            tokio::time::sleep_until(started + slot).await;
+            tokio::time::sleep_until(next_try).await;
         }
     }
     Err(RetryError::GaveUp {
@@ -166,6 +181,17 @@ mod tests {
             url: "http://x".into(),
             status: StatusCode::from_u16(code).unwrap(),
             detail: None,
+            retry_after: None,
+        }
+    }
+
+    fn unavailable(retry_after: Duration) -> ClientError {
+        ClientError::Status {
+            method: Method::GET,
+            url: "http://x".into(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: None,
+            retry_after: Some(retry_after),
         }
     }
 
@@ -234,6 +260,29 @@ mod tests {
         // Three sleeps (none after the last try), never more than the window.
         assert!(started.elapsed() <= sched.policy().window());
         assert!(started.elapsed() >= Duration::from_secs(72));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_brings_the_next_try_forward_but_never_past_the_slot() {
+        let started = Instant::now();
+        let mut calls = 0;
+        let result = retry(&mut schedule(5), "waiting", |_| {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    1 => Err(unavailable(Duration::from_secs(1))),
+                    2 => Err(unavailable(Duration::from_secs(3600))),
+                    _ => Ok(Attempt::Done(())),
+                }
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        // 1 s after the first try, then at most one slot (36 s) after the second.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_secs(25), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_secs(37), "{elapsed:?}");
     }
 
     #[tokio::test(start_paused = true)]
