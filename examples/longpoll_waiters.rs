@@ -59,7 +59,7 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let nofile = raise_fd_limit()?;
+    let nofile = clusterctx::sys::raise_fd_limit()?;
     println!("open files limit: {nofile}");
     anyhow::ensure!(
         (args.waiters as u64) + 64 <= nofile,
@@ -230,25 +230,4 @@ fn memory(pid: u32) -> String {
             .unwrap_or_else(|| "?".into())
     };
     format!("VmRSS {}, VmHWM {}", field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Raises the soft limit on open files to the hard limit; returns the limit in force.
-fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
 }

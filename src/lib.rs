@@ -21,6 +21,9 @@
 //!   expiry sweep, admin tokens, rate limits, metrics, TLS.
 //! - [`logging`]: tracing to journald when it is there, to stderr otherwise.
 //! - [`cli`]: the command-line definition, also used to generate the man page and completions.
+//! - [`manage`]: the manual commands `clusterctx pin ...` and `clusterctx key ...`.
+//! - [`sys`]: process-wide OS settings (the open files limit), for the service and the load
+//!   tools in `examples/`.
 //!
 //! `main.rs` only parses the command line, sets up logging, dispatches and maps the outcome to an
 //! exit code.
@@ -35,6 +38,7 @@ pub mod protocol;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod sys;
 
 /// Version string with the git commit it was built from, e.g. `0.1.0 (3f2a1c9)`.
 pub const VERSION: &str = concat!(

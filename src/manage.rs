@@ -1,6 +1,6 @@
 //! Manual commands for people and scripts: `clusterctx pin ...` and `clusterctx key ...`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{io::IsTerminal, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
@@ -57,8 +57,8 @@ impl TokenArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PinCommand {
-    /// Create a cluster PIN. Prints the PIN alone on stdout (for scripts); the admin token and
-    /// expiry go to stderr, or to --token-file.
+    /// Create a cluster PIN. Prints the PIN alone on stdout (for scripts); the expiry and, on
+    /// a terminal, the admin token go to stderr (use --token-file or --json to keep the token).
     Create {
         #[command(flatten)]
         service: ServiceArgs,
@@ -148,9 +148,14 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
                     write_private(path, token)?;
                     eprintln!("admin token written to {}", path.display());
                 }
-                (Some(token), None) => {
+                // On a terminal a person reads it; elsewhere stderr tends to end up in a log.
+                (Some(token), None) if std::io::stderr().is_terminal() => {
                     eprintln!("admin token (needed to replace or delete keys; keep it): {token}")
                 }
+                (Some(_), None) => eprintln!(
+                    "admin token not shown (stderr is not a terminal): use --token-file FILE \
+                     or --json to keep it"
+                ),
                 (None, _) => eprintln!("this service issues no admin token (legacy)"),
             }
         }

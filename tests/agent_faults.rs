@@ -44,6 +44,18 @@ fn assert_failed(node: &Node, needle: &str) {
     }
 }
 
+/// Runs a worker with `context` against `server`, expecting it to fail without touching its
+/// context file; returns the node and the error.
+async fn worker_fails_unchanged(server: &FaultServer, context: &str) -> (Node, anyhow::Error) {
+    let node = Node::new(context);
+    let before = support::bytes(&node.files[0]);
+    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
+        .await
+        .unwrap_err();
+    assert_eq!(support::bytes(&node.files[0]), before);
+    (node, err)
+}
+
 #[tokio::test]
 async fn a_burst_of_5xx_is_retried_then_succeeds() {
     let server = FaultServer::start(|request, n| {
@@ -98,27 +110,15 @@ async fn a_hanging_server_times_out_and_is_retried() {
 #[tokio::test]
 async fn a_master_ip_with_a_newline_never_reaches_the_file() {
     let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1\nrm -rf / #")).await;
-    let node = Node::new(WORKER_CONTEXT);
-    let before = support::bytes(&node.files[0]);
-    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
-        .await
-        .unwrap_err();
+    let (node, err) = worker_fails_unchanged(&server, WORKER_CONTEXT).await;
     assert!(format!("{err:#}").contains("master_ip"), "{err:#}");
-    assert_eq!(support::bytes(&node.files[0]), before);
     assert_failed(&node, "master_ip");
 }
 
 #[tokio::test]
 async fn a_master_ip_with_shell_metacharacters_is_refused() {
     let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1;reboot")).await;
-    let node = Node::new(WORKER_CONTEXT);
-    let before = support::bytes(&node.files[0]);
-    assert!(
-        support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
-            .await
-            .is_err()
-    );
-    assert_eq!(support::bytes(&node.files[0]), before);
+    worker_fails_unchanged(&server, WORKER_CONTEXT).await;
 }
 
 #[tokio::test]
@@ -131,27 +131,15 @@ async fn a_generic_value_with_a_control_character_is_refused() {
         }
     })
     .await;
-    let node = Node::new(&format!(
-        "{WORKER_CONTEXT}motd=###GREETING_PLACEHOLDER###\n"
-    ));
-    let before = support::bytes(&node.files[0]);
-    assert!(
-        support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
-            .await
-            .is_err()
-    );
-    assert_eq!(support::bytes(&node.files[0]), before);
+    let context = format!("{WORKER_CONTEXT}motd=###GREETING_PLACEHOLDER###\n");
+    worker_fails_unchanged(&server, &context).await;
 }
 
 #[tokio::test]
 async fn an_unknown_pin_fails_at_once() {
     let server = FaultServer::start(|_, _| Reply::json(404, r#"{"detail": "Not found."}"#)).await;
-    let node = Node::new(WORKER_CONTEXT);
-    let before = support::bytes(&node.files[0]);
     let started = Instant::now();
-    let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
-        .await
-        .unwrap_err();
+    let (_, err) = worker_fails_unchanged(&server, WORKER_CONTEXT).await;
     assert!(
         format!("{err:#}").contains("does not know PIN eni…"),
         "{err:#}"
@@ -163,7 +151,6 @@ async fn an_unknown_pin_fails_at_once() {
         "a permanent error is not retried"
     );
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(support::bytes(&node.files[0]), before);
 }
 
 #[tokio::test]
@@ -195,6 +182,22 @@ async fn a_409_holding_our_own_address_is_a_republish() {
     overrides.address = Some("10.1.1.1".into());
     let outcome = support::contextualize(&node, &overrides).await.unwrap();
     assert!(matches!(outcome, Finished::Contextualized { .. }));
+}
+
+#[tokio::test]
+async fn a_misspelt_interface_fails_at_once() {
+    let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1")).await;
+    let node = Node::new(MASTER_CONTEXT);
+    let mut overrides = fast(&server.url(), RoleRequest::Master);
+    overrides.address = Some("etth0".into());
+    overrides.interval = Some(Duration::from_secs(5));
+    let started = Instant::now();
+    let err = support::contextualize(&node, &overrides).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no network interface etth0"),
+        "{err:#}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]

@@ -2,12 +2,11 @@
 //! `master_ip: <ip>`) against our service, unchanged: PROTOCOL.md part 1.
 #![cfg(feature = "server")]
 
+mod server_support;
+
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use clusterctx::{
-    protocol::ClusterInfo,
-    server::{self, Config},
-};
+use clusterctx::server::{self, Config};
 
 fn curl_available() {
     match Command::new("curl").arg("--version").output() {
@@ -40,15 +39,9 @@ fn sh(url: &str, pin: &str, command: &str) -> String {
 }
 
 async fn new_pin(url: &str) -> String {
-    let info: ClusterInfo = reqwest::Client::new()
-        .post(format!("{url}/api/v1/clusters"))
-        .send()
+    server_support::create_cluster(&reqwest::Client::new(), url)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    info.pin
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

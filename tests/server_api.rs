@@ -121,6 +121,17 @@ impl Api {
         .await
     }
 
+    /// DELETE with an `Authorization` header (`Bearer <token>`).
+    async fn delete_as(&self, uri: &str, authorization: &str) -> Answer {
+        self.send(
+            Method::DELETE,
+            uri,
+            &[("authorization", authorization)],
+            Body::empty(),
+        )
+        .await
+    }
+
     async fn create_cluster(&self) -> ClusterInfo {
         let answer = self
             .send(Method::POST, "/api/v1/clusters", &[], Body::empty())
@@ -199,23 +210,11 @@ async fn cluster_show_and_delete() {
     api.send(Method::DELETE, &path, &[], Body::empty())
         .await
         .assert_error(401, "authorization");
-    api.send(
-        Method::DELETE,
-        &path,
-        &[("authorization", "Bearer wrong")],
-        Body::empty(),
-    )
-    .await
-    .assert_error(403, "token");
+    api.delete_as(&path, "Bearer wrong")
+        .await
+        .assert_error(403, "token");
     let bearer = format!("Bearer {token}");
-    let deleted = api
-        .send(
-            Method::DELETE,
-            &path,
-            &[("authorization", &bearer)],
-            Body::empty(),
-        )
-        .await;
+    let deleted = api.delete_as(&path, &bearer).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert!(deleted.body.is_empty());
     api.get(&path).await.assert_error(404, "no cluster");
@@ -224,14 +223,9 @@ async fn cluster_show_and_delete() {
         StatusCode::NOT_FOUND,
         "keys go with the cluster"
     );
-    api.send(
-        Method::DELETE,
-        &path,
-        &[("authorization", &bearer)],
-        Body::empty(),
-    )
-    .await
-    .assert_error(404, "no cluster");
+    api.delete_as(&path, &bearer)
+        .await
+        .assert_error(404, "no cluster");
 }
 
 #[tokio::test]
@@ -446,24 +440,12 @@ async fn replacing_and_deleting_keys_needs_the_admin_token() {
     .await
     .assert_error(404, "no such key");
 
-    let deleted = api
-        .send(
-            Method::DELETE,
-            &path,
-            &[("authorization", &bearer)],
-            Body::empty(),
-        )
-        .await;
+    let deleted = api.delete_as(&path, &bearer).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get(&path).await.status, StatusCode::NOT_FOUND);
-    api.send(
-        Method::DELETE,
-        &path,
-        &[("authorization", &bearer)],
-        Body::empty(),
-    )
-    .await
-    .assert_error(404, "no such key");
+    api.delete_as(&path, &bearer)
+        .await
+        .assert_error(404, "no such key");
     // Re-creating a deleted key is a plain create again.
     assert_eq!(
         api.create_key(&pin, "master_ip", "10.0.0.9").await.status,
@@ -537,14 +519,9 @@ async fn expired_pins_are_gone_at_read_time() {
     api.create_key(&pin, "other", "x")
         .await
         .assert_error(410, "expired");
-    api.send(
-        Method::DELETE,
-        &format!("/api/v1/clusters/{pin}"),
-        &[("authorization", &bearer)],
-        Body::empty(),
-    )
-    .await
-    .assert_error(410, "expired");
+    api.delete_as(&format!("/api/v1/clusters/{pin}"), &bearer)
+        .await
+        .assert_error(410, "expired");
 }
 
 #[tokio::test]

@@ -10,18 +10,15 @@ use clusterctx::{
     protocol::{ClusterInfo, KeyItem},
     server::{self, Config},
 };
-use server_support::{create_cluster, post_key, ServeProcess};
+use server_support::{
+    create_cluster, delete_with_token, get_json, get_text, post_key, ServeProcess,
+};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
-}
-
-async fn get_text(url: String) -> (u16, String) {
-    let response = client().get(url).send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 #[tokio::test]
@@ -34,14 +31,7 @@ async fn everything_survives_a_restart_on_the_same_file() {
     let first = server::spawn(config.clone()).await.unwrap();
     let url = first.url();
     let (pin, token) = create_cluster(&client(), &url).await;
-    let info: ClusterInfo = client()
-        .get(format!("{url}/api/v1/clusters/{pin}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: ClusterInfo = get_json(&client(), &format!("{url}/api/v1/clusters/{pin}")).await;
     assert_eq!(
         post_key(&client(), &url, &pin, "master_ip", "10.0.0.1").await,
         201
@@ -56,42 +46,22 @@ async fn everything_survives_a_restart_on_the_same_file() {
         .await
         .unwrap();
     assert_eq!(replaced.status(), 200);
-    let deleted = client()
-        .delete(format!("{url}/api/v1/clusters/{pin}/keys/gone"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let gone = format!("{url}/api/v1/clusters/{pin}/keys/gone");
+    assert_eq!(delete_with_token(&client(), &gone, &token).await, 204);
     let (doomed, doomed_token) = create_cluster(&client(), &url).await;
-    let deleted = client()
-        .delete(format!("{url}/api/v1/clusters/{doomed}"))
-        .bearer_auth(&doomed_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let doomed_url = format!("{url}/api/v1/clusters/{doomed}");
+    assert_eq!(
+        delete_with_token(&client(), &doomed_url, &doomed_token).await,
+        204
+    );
     first.shutdown().await;
 
     let second = server::spawn(config).await.unwrap();
     let url = second.url();
-    let shown: ClusterInfo = client()
-        .get(format!("{url}/api/v1/clusters/{pin}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: ClusterInfo = get_json(&client(), &format!("{url}/api/v1/clusters/{pin}")).await;
     assert_eq!(shown, info, "same creation and expiry times");
-    let listed: Vec<KeyItem> = client()
-        .get(format!("{url}/api/v1/clusters/{pin}/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<KeyItem> =
+        get_json(&client(), &format!("{url}/api/v1/clusters/{pin}/keys")).await;
     assert_eq!(
         listed,
         vec![
@@ -106,25 +76,19 @@ async fn everything_survives_a_restart_on_the_same_file() {
         ]
     );
     assert_eq!(
-        get_text(format!("{url}/api/v1/clusters/{doomed}")).await.0,
+        get_text(&client(), &format!("{url}/api/v1/clusters/{doomed}"))
+            .await
+            .0,
         404,
         "deleted stays deleted"
     );
     // The token still works after the restart (only its digest was stored), others do not.
-    let wrong = client()
-        .delete(format!("{url}/api/v1/clusters/{pin}/keys/other"))
-        .bearer_auth(&doomed_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 403);
-    let right = client()
-        .delete(format!("{url}/api/v1/clusters/{pin}/keys/other"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(right.status(), 204);
+    let other = format!("{url}/api/v1/clusters/{pin}/keys/other");
+    assert_eq!(
+        delete_with_token(&client(), &other, &doomed_token).await,
+        403
+    );
+    assert_eq!(delete_with_token(&client(), &other, &token).await, 204);
     // Uniqueness holds across the restart.
     assert_eq!(
         post_key(&client(), &url, &pin, "master_ip", "10.0.0.2").await,
@@ -160,20 +124,17 @@ async fn acknowledged_writes_survive_kill_9() {
     serve.kill_9();
 
     let serve = ServeProcess::start(&db, &[]);
-    let (status, body) = get_text(format!(
-        "{}/api/v1/clusters/{pin}/keys/master_ip",
-        serve.url
-    ))
+    let (status, body) = get_text(
+        &client(),
+        &format!("{}/api/v1/clusters/{pin}/keys/master_ip", serve.url),
+    )
     .await;
     assert_eq!((status, body.as_str()), (200, "master_ip: 10.9.8.7"));
-    let listed: Vec<KeyItem> = client()
-        .get(format!("{}/api/v1/clusters/{pin}/keys", serve.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<KeyItem> = get_json(
+        &client(),
+        &format!("{}/api/v1/clusters/{pin}/keys", serve.url),
+    )
+    .await;
     assert_eq!(listed.len(), 21);
     serve.kill_9();
 }
@@ -227,7 +188,12 @@ async fn a_second_server_on_the_same_file_is_refused() {
     assert!(!output.status.success());
     assert!(stderr.contains("another clusterctx serve"), "{stderr}");
     // The first one is unharmed.
-    assert_eq!(get_text(format!("{}/healthz", first.url)).await.0, 200);
+    assert_eq!(
+        get_text(&client(), &format!("{}/healthz", first.url))
+            .await
+            .0,
+        200
+    );
     first.kill_9();
 }
 
@@ -245,7 +211,7 @@ async fn sigterm_drains_waiters_and_exits_cleanly() {
     // Wait until the long-poll is parked.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = get_text(format!("{url}/metrics")).await.1;
+        let metrics = get_text(&client(), &format!("{url}/metrics")).await.1;
         if metrics.contains("\nclusterctx_longpoll_waiters 1\n") {
             break;
         }
@@ -265,7 +231,7 @@ async fn sigterm_drains_waiters_and_exits_cleanly() {
     // And the data is there for the next start.
     let serve = ServeProcess::start(&db, &[]);
     assert_eq!(
-        get_text(format!("{}/api/v1/clusters/{pin}", serve.url))
+        get_text(&client(), &format!("{}/api/v1/clusters/{pin}", serve.url))
             .await
             .0,
         200

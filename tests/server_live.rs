@@ -12,7 +12,7 @@ use clusterctx::{
     protocol::{self, ErrorBody, KeyItem},
     server::{self, Config},
 };
-use server_support::{create_cluster, post_key};
+use server_support::{create_cluster, delete_with_token, get_json, get_text, post_key};
 use tls::make_certificate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -213,13 +213,8 @@ async fn deleting_the_cluster_releases_its_waiters() {
     });
     until_waiters(&server, 1).await;
     let started = Instant::now();
-    let deleted = client()
-        .delete(format!("{url}/api/v1/clusters/{pin}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let cluster = format!("{url}/api/v1/clusters/{pin}");
+    assert_eq!(delete_with_token(&client(), &cluster, &token).await, 204);
     assert_eq!(waiter.await.unwrap(), 404);
     assert!(started.elapsed() < Duration::from_secs(1));
     server.shutdown().await;
@@ -267,23 +262,14 @@ async fn of_200_concurrent_creates_exactly_one_wins() {
     }
     assert_eq!(created.len(), 1, "exactly one 201");
     assert_eq!(conflicts, 199);
-    let stored = client()
-        .get(format!("{url}/api/v1/clusters/{pin}/keys/master_ip"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, stored) = get_text(
+        &client(),
+        &format!("{url}/api/v1/clusters/{pin}/keys/master_ip"),
+    )
+    .await;
     assert_eq!(stored, format!("master_ip: {}", created[0]));
-    let listed: Vec<KeyItem> = client()
-        .get(format!("{url}/api/v1/clusters/{pin}/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<KeyItem> =
+        get_json(&client(), &format!("{url}/api/v1/clusters/{pin}/keys")).await;
     assert_eq!(listed.len(), 1);
     server.shutdown().await;
 }
@@ -350,14 +336,7 @@ async fn misses_on_unknown_pins_are_limited_per_client() {
     }
     // Creating clusters is not a miss and not limited.
     create_cluster(&client(), &url).await;
-    let metrics = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get_text(&client(), &format!("{url}/metrics")).await;
     assert!(
         metrics.contains("\nclusterctx_rate_limited_total 2\n"),
         "{metrics}"
@@ -473,16 +452,8 @@ async fn the_sweep_reclaims_expired_pins() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let metrics = |url: String| async move {
-        client()
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics =
+        |url: String| async move { get_text(&client(), &format!("{url}/metrics")).await.1 };
     // Kept as a tombstone: still 410, keys reclaimed.
     let gone = client()
         .get(format!("{}/api/v1/clusters/{}", server.url(), pins[0]))
@@ -504,6 +475,18 @@ async fn the_sweep_reclaims_expired_pins() {
     assert!(text.contains("\nclusterctx_expired_clusters 0\n"), "{text}");
     server.shutdown().await;
     forgetting.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_zero_sweep_interval_is_refused_at_start() {
+    let err = server::spawn(Config {
+        sweep_interval: Duration::ZERO,
+        ..Config::default()
+    })
+    .await
+    .err()
+    .expect("a zero sweep interval");
+    assert!(format!("{err:#}").contains("sweep interval"), "{err:#}");
 }
 
 #[tokio::test]

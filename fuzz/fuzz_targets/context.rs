@@ -3,26 +3,11 @@
 //! substitution produces must read again.
 #![no_main]
 
-use std::collections::BTreeMap;
+#[path = "../../tests/support/context_oracle.rs"]
+mod oracle;
 
-use clusterctx::context::ContextFile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let file = ContextFile::from_bytes("fuzz", data);
-    let _ = file.block();
-    let _ = file.warnings();
-    let _ = file.structure();
-    let keys = file.placeholders();
-    assert_eq!(file.substitute(&BTreeMap::new()).unwrap(), None);
-    let values: BTreeMap<String, String> = keys
-        .iter()
-        .map(|key| (key.clone(), "10.0.0.1".to_string()))
-        .collect();
-    if let Some(out) = file.substitute(&values).unwrap() {
-        assert!(!keys.is_empty());
-        let again = ContextFile::from_bytes("fuzz", out);
-        let _ = again.block();
-        let _ = again.substitute(&values).unwrap();
-    }
+    oracle::exercise(data);
 });

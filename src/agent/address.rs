@@ -18,25 +18,25 @@ pub enum AddressError {
         target: SocketAddr,
         source: std::io::Error,
     },
-    #[error("interface {name} has no usable address")]
+    #[error("interface {name} has no usable address (yet)")]
     NoInterfaceAddress { name: String },
+    #[error("there is no network interface {name} (cvm_cluster_address names an address or an interface)")]
+    NoSuchInterface { name: String },
     #[error("cannot list network interfaces: {0}")]
     Interfaces(nix::Error),
     #[error("invalid service URL {0}")]
     Url(String),
 }
 
-impl AddressError {
-    /// DNS and routes come up during boot, so those are worth retrying; a named interface
-    /// without an address may still be configured by DHCP, so that too.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, AddressError::Url(_))
-    }
-}
-
 impl crate::client::retry::Retryable for AddressError {
+    /// DNS and routes come up during boot, so those are worth retrying; a named interface
+    /// without an address may still be configured by DHCP, so that too. A name that matches
+    /// no interface at all is a typo: waiting will not fix it.
     fn is_transient(&self) -> bool {
-        AddressError::is_transient(self)
+        !matches!(
+            self,
+            AddressError::Url(_) | AddressError::NoSuchInterface { .. }
+        )
     }
 }
 
@@ -95,10 +95,12 @@ fn local_address_for(target: SocketAddr) -> std::io::Result<IpAddr> {
 /// (a link-local address means nothing to other hosts without a zone).
 pub fn interface_address(name: &str) -> Result<IpAddr, AddressError> {
     let mut ipv6 = None;
+    let mut exists = false;
     for ifaddr in nix::ifaddrs::getifaddrs().map_err(AddressError::Interfaces)? {
         if ifaddr.interface_name != name {
             continue;
         }
+        exists = true;
         let Some(address) = ifaddr.address else {
             continue;
         };
@@ -113,7 +115,11 @@ pub fn interface_address(name: &str) -> Result<IpAddr, AddressError> {
             }
         }
     }
-    ipv6.ok_or_else(|| AddressError::NoInterfaceAddress { name: name.into() })
+    match (ipv6, exists) {
+        (Some(ip), _) => Ok(ip),
+        (None, true) => Err(AddressError::NoInterfaceAddress { name: name.into() }),
+        (None, false) => Err(AddressError::NoSuchInterface { name: name.into() }),
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +150,7 @@ mod tests {
         );
         assert!(matches!(
             interface_address("no-such-if0"),
-            Err(AddressError::NoInterfaceAddress { .. })
+            Err(AddressError::NoSuchInterface { .. })
         ));
     }
 

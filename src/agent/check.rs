@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{
     config::{self, AddressChoice, RoleRequest},
+    state::Outcome,
     AgentArgs,
 };
 use crate::protocol::KEY_MASTER_IP;
@@ -85,9 +86,16 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let _ = writeln!(out, "  fill placeholders in {to_fill} file(s)");
     let state = args.store().load(config.pin.expose());
     if let Some(outcome) = &state.outcome {
+        let shown = match outcome {
+            Outcome::Success => format!(
+                "succeeded as {}",
+                state.role.map_or("?".to_string(), |r| r.to_string())
+            ),
+            Outcome::Failed { error } => format!("failed: {error}"),
+        };
         let _ = writeln!(
             out,
-            "recorded outcome in {}: {outcome:?}",
+            "recorded outcome in {}: {shown}",
             args.store().path().display()
         );
     }

@@ -11,7 +11,10 @@
 //!
 //! All network steps share one schedule of tries, so the whole run never exceeds its window.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use anyhow::Context;
 use reqwest::StatusCode;
@@ -24,7 +27,7 @@ use super::{
 };
 use crate::{
     client::{
-        retry::{retry, Attempt, RetryError, Retryable, Schedule},
+        retry::{retry, Attempt, RetryError, Schedule},
         ClientError, Created, PinClient,
     },
     protocol::{KEY_MASTER_IP, KEY_MASTER_READY},
@@ -64,7 +67,9 @@ pub async fn run(
         tracing::info!("files reference keys not fetched before; contextualizing again");
     }
 
-    let outcome = Run::new(config, &mut state)?.execute(contexts).await;
+    let outcome = Run::new(config, &mut state)?
+        .execute(contexts, needed)
+        .await;
     state.outcome = Some(match &outcome {
         Ok(_) => Outcome::Success,
         Err(err) => Outcome::Failed {
@@ -113,7 +118,12 @@ impl<'a> Run<'a> {
         &self.config.pin
     }
 
-    async fn execute(&mut self, contexts: &ContextSet) -> anyhow::Result<Role> {
+    /// `needed`: the keys the files' placeholders reference.
+    async fn execute(
+        &mut self,
+        contexts: &ContextSet,
+        mut needed: BTreeSet<String>,
+    ) -> anyhow::Result<Role> {
         let policy = self.config.policy;
         tracing::info!(
             "joining cluster PIN {} at {} as {}: up to {} tries about {:.1}s apart",
@@ -132,9 +142,11 @@ impl<'a> Run<'a> {
                 let ip = self.our_address().await?;
                 match self.claim_master_ip(ip).await? {
                     Claim::Ours => {}
+                    // The held value is the service's, not yet checked: escaped for the journal.
                     Claim::HeldBy(other) => anyhow::bail!(
-                        "another master holds this PIN: master_ip is {other}, not {ip}; \
-                         was the same PIN given to two masters?"
+                        "another master holds this PIN: master_ip is {}, not {ip}; \
+                         was the same PIN given to two masters?",
+                        other.escape_debug()
                     ),
                 }
                 values.insert(KEY_MASTER_IP.to_string(), ip.to_string());
@@ -149,7 +161,10 @@ impl<'a> Run<'a> {
                         Role::Master
                     }
                     Claim::HeldBy(master) => {
-                        tracing::info!("another node is master ({master}); acting as worker");
+                        tracing::info!(
+                            "another node is master ({}); acting as worker",
+                            master.escape_debug()
+                        );
                         values.insert(KEY_MASTER_IP.to_string(), master);
                         Role::Worker
                     }
@@ -164,7 +179,6 @@ impl<'a> Run<'a> {
         if role == Role::Worker && self.config.wait_ready {
             self.wait_for(KEY_MASTER_READY).await?;
         }
-        let mut needed = contexts.placeholders();
         if role == Role::Worker {
             // The legacy agent always fetched it; we record it for `check` and reboots.
             needed.insert(KEY_MASTER_IP.to_string());
@@ -278,24 +292,19 @@ impl<'a> Run<'a> {
 }
 
 /// Turns a retry failure into the message a person reading the journal needs.
-fn explain<E: Retryable + Send + Sync + 'static>(err: RetryError<E>, pin: &Pin) -> anyhow::Error {
+pub(super) fn explain(err: RetryError<ClientError>, pin: &Pin) -> anyhow::Error {
     let hint = match &err {
-        RetryError::Permanent(inner) => {
-            let status = (inner as &dyn std::any::Any)
-                .downcast_ref::<ClientError>()
-                .and_then(ClientError::status);
-            match status {
-                Some(StatusCode::NOT_FOUND) => Some(format!(
-                    "the PIN service does not know PIN {pin}: mistyped, deleted or expired \
-                     (PINs expire 24 hours after creation)"
-                )),
-                Some(StatusCode::GONE) => Some(format!("PIN {pin} has expired")),
-                Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                    Some("the PIN service refused the request".to_string())
-                }
-                _ => None,
+        RetryError::Permanent(inner) => match inner.status() {
+            Some(StatusCode::NOT_FOUND) => Some(format!(
+                "the PIN service does not know PIN {pin}: mistyped, deleted or expired \
+                 (PINs expire 24 hours after creation)"
+            )),
+            Some(StatusCode::GONE) => Some(format!("PIN {pin} has expired")),
+            Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Some("the PIN service refused the request".to_string())
             }
-        }
+            _ => None,
+        },
         RetryError::GaveUp { .. } => Some(
             "gave up within the window so the boot can go on without cluster contextualization"
                 .to_string(),

@@ -61,7 +61,8 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> anyhow::Result<Ann
         }
         Ok::<_, crate::client::ClientError>(Attempt::Done(()))
     })
-    .await?;
+    .await
+    .map_err(|err| super::contextualize::explain(err, pin))?;
     state.master_ready_published = true;
     store.save(&mut state)?;
     Ok(Announced::Published)

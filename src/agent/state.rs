@@ -7,10 +7,12 @@
 //! The file holds the PIN in full (it must be compared) and is therefore created 0600 in a
 //! root-owned directory.
 
-use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::context::write_atomic;
 
 /// Default state directory (systemd's `StateDirectory=clusterctx`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clusterctx";
@@ -127,34 +129,15 @@ impl StateStore {
         }
     }
 
-    /// Writes the state atomically (temporary file, fsync, rename, fsync the directory), mode
-    /// 0600 because it holds the PIN.
+    /// Writes the state atomically (see [`write_atomic`]: a new file is created 0600, which
+    /// it must be since it holds the PIN).
     pub fn save(&self, state: &mut State) -> anyhow::Result<()> {
         state.updated_at = now_rfc3339();
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("failed to create state directory {}", self.dir.display()))?;
-        let path = self.path();
-        let tmp = self
-            .dir
-            .join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(state).context("failed to encode state")?;
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|err| {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow::Error::new(err)
-                .context(format!("failed to write state file {}", path.display()))
-        })
+        write_atomic(&self.path(), &bytes)
+            .with_context(|| format!("failed to write state file {}", self.path().display()))
     }
 }
 

@@ -333,7 +333,7 @@ impl PinClient {
         if item.key != key {
             return Err(ClientError::Malformed {
                 method: Method::GET,
-                url: answer_url(&url, pin),
+                url: redacted_url(&url, pin),
                 message: format!("asked for key {key:?}, got {:?}", item.key),
             });
         }
@@ -350,7 +350,8 @@ impl PinClient {
         value: &str,
     ) -> Result<Created, ClientError> {
         let url = format!("{}/keys", self.cluster_url(pin)?);
-        check_item(key, value)?;
+        check_key_name(key)?;
+        check_value(value)?;
         let request = self.http.post(&url).json(&KeyItem {
             key: key.to_string(),
             value: value.to_string(),
@@ -372,7 +373,7 @@ impl PinClient {
         token: Option<&AdminToken>,
     ) -> Result<(), ClientError> {
         let url = self.key_url(pin, key)?;
-        check_item(key, value)?;
+        check_value(value)?;
         let request = with_token(self.http.put(&url), token).json(&KeyItem {
             key: key.to_string(),
             value: value.to_string(),
@@ -405,15 +406,12 @@ impl PinClient {
     }
 
     fn key_url(&self, pin: &Pin, key: &str) -> Result<String, ClientError> {
-        protocol::validate_key_name(key).map_err(|e| ClientError::Invalid {
-            what: "key name",
-            message: e.to_string(),
-        })?;
+        check_key_name(key)?;
         Ok(format!("{}/keys/{key}", self.cluster_url(pin)?))
     }
 
     /// Sends a request and reads the whole answer (bounded), turning transport faults into
-    /// [`ClientError::Transport`] with the PIN redacted.
+    /// [`ClientError::Transport`] (or [`ClientError::Certificate`]) with the PIN redacted.
     async fn send(
         &self,
         method: Method,
@@ -422,7 +420,7 @@ impl PinClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, ClientError> {
         let shown_url = match pin {
-            Some(pin) => answer_url(url, pin),
+            Some(pin) => redacted_url(url, pin),
             None => url.to_string(),
         };
         let transport = |err: reqwest::Error| {
@@ -468,6 +466,7 @@ impl PinClient {
         Ok(Answer {
             method,
             url: shown_url,
+            pin: pin.cloned(),
             status,
             retry_after,
             body,
@@ -480,6 +479,8 @@ struct Answer {
     method: Method,
     /// Redacted.
     url: String,
+    /// To redact the server's own messages, which may quote it.
+    pin: Option<Pin>,
     status: StatusCode,
     retry_after: Option<Duration>,
     body: Vec<u8>,
@@ -496,7 +497,10 @@ impl Answer {
             method: self.method,
             url: self.url,
             status: self.status,
-            detail: error_detail(&self.body),
+            detail: error_detail(&self.body).map(|detail| match &self.pin {
+                Some(pin) => crate::secret::redact_in(&detail, pin.expose()),
+                None => detail,
+            }),
             retry_after: self.retry_after,
         })
     }
@@ -528,7 +532,7 @@ fn error_detail(body: &[u8]) -> Option<String> {
     (!clean.is_empty()).then_some(clean)
 }
 
-fn answer_url(url: &str, pin: &Pin) -> String {
+fn redacted_url(url: &str, pin: &Pin) -> String {
     crate::secret::redact_in(url, pin.expose())
 }
 
@@ -602,11 +606,14 @@ fn check_pin(pin: &Pin) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn check_item(key: &str, value: &str) -> Result<(), ClientError> {
+fn check_key_name(key: &str) -> Result<(), ClientError> {
     protocol::validate_key_name(key).map_err(|e| ClientError::Invalid {
         what: "key name",
         message: e.to_string(),
-    })?;
+    })
+}
+
+fn check_value(value: &str) -> Result<(), ClientError> {
     protocol::validate_value(value).map_err(|e| ClientError::Invalid {
         what: "value",
         message: e.to_string(),

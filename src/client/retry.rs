@@ -195,6 +195,17 @@ mod tests {
         }
     }
 
+    /// An attempt that answers `script(n)` on its n-th call, counting from 1.
+    fn scripted<T>(
+        script: impl Fn(u32) -> Result<Attempt<T>, ClientError>,
+    ) -> impl FnMut(Duration) -> std::future::Ready<Result<Attempt<T>, ClientError>> {
+        let mut calls = 0;
+        move |_| {
+            calls += 1;
+            std::future::ready(script(calls))
+        }
+    }
+
     #[test]
     fn slots_stay_near_the_interval() {
         let p = RetryPolicy {
@@ -211,18 +222,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn transient_errors_and_not_yet_are_retried_until_done() {
         let started = Instant::now();
-        let mut calls = 0;
-        let result = retry(&mut schedule(5), "waiting", |_| {
-            calls += 1;
-            let n = calls;
-            async move {
-                match n {
-                    1 => Err(status_error(503)),
-                    2 => Ok(Attempt::NotYet),
-                    _ => Ok(Attempt::Done(n)),
-                }
-            }
-        })
+        let result = retry(
+            &mut schedule(5),
+            "waiting",
+            scripted(|n| match n {
+                1 => Err(status_error(503)),
+                2 => Ok(Attempt::NotYet),
+                _ => Ok(Attempt::Done(n)),
+            }),
+        )
         .await;
         assert_eq!(result.unwrap(), 3);
         // Two slots slept out, each 24-36 s.
@@ -265,18 +273,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_brings_the_next_try_forward_but_never_past_the_slot() {
         let started = Instant::now();
-        let mut calls = 0;
-        let result = retry(&mut schedule(5), "waiting", |_| {
-            calls += 1;
-            let n = calls;
-            async move {
-                match n {
-                    1 => Err(unavailable(Duration::from_secs(1))),
-                    2 => Err(unavailable(Duration::from_secs(3600))),
-                    _ => Ok(Attempt::Done(())),
-                }
-            }
-        })
+        let result = retry(
+            &mut schedule(5),
+            "waiting",
+            scripted(|n| match n {
+                1 => Err(unavailable(Duration::from_secs(1))),
+                2 => Err(unavailable(Duration::from_secs(3600))),
+                _ => Ok(Attempt::Done(())),
+            }),
+        )
         .await;
         assert!(result.is_ok());
         // 1 s after the first try, then at most one slot (36 s) after the second.

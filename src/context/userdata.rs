@@ -944,6 +944,17 @@ mod tests {
         substitute(&node, bytes, &mut at_signs).unwrap()
     }
 
+    /// Substitution changes every `@@` of a UTF-8 `message` and nothing else.
+    fn assert_only_markers_replaced(message: &[u8]) {
+        let out = subst(message).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(message.to_vec())
+                .unwrap()
+                .replace("@@", "IP")
+        );
+    }
+
     #[test]
     fn plain_text() {
         let (node, notes) = decode_noted(b"a\nb\n");
@@ -1188,13 +1199,7 @@ Content-Type: application/x-gzip\nContent-Transfer-Encoding: base64\n\n{part}\n-
         assert_eq!(texts[1].1.as_deref(), Some("part 2.1, quoted-printable"));
         assert_eq!(texts[2].0, b"second @@");
         assert_eq!(texts[2].2, 15);
-        let out = subst(message).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(message.to_vec())
-                .unwrap()
-                .replace("@@", "IP")
-        );
+        assert_only_markers_replaced(message);
     }
 
     #[test]
@@ -1205,13 +1210,7 @@ Content-Type: application/x-gzip\nContent-Transfer-Encoding: base64\n\n{part}\n-
         assert_eq!(texts.len(), 2);
         assert_eq!(texts[0].0, b"@@");
         assert_eq!(texts[1].0, b"no blank line @@");
-        let out = subst(message).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(message.to_vec())
-                .unwrap()
-                .replace("@@", "IP")
-        );
+        assert_only_markers_replaced(message);
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub(crate) async fn observe(
         route == ROUTE_KEY && request.uri().query().is_some_and(|q| q.contains("wait="));
     let mut budget = state.config.request_timeout;
     if long_poll {
-        budget += Duration::from_secs(MAX_WAIT_SECS);
+        // Saturating: `--request-timeout` is the operator's, and may be absurdly long.
+        budget = budget.saturating_add(Duration::from_secs(MAX_WAIT_SECS));
     }
     let mut response = match tokio::time::timeout(budget, next.run(request)).await {
         Ok(response) => response,

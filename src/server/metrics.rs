@@ -80,36 +80,32 @@ impl Metrics {
                 "clusterctx_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
             );
         }
-        let gauges: [(&str, &str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 4] = [
             (
                 "clusterctx_longpoll_waiters",
-                "gauge",
                 "Long-poll requests waiting for a key right now.",
                 self.waiters(),
             ),
             (
                 "clusterctx_clusters",
-                "gauge",
                 "Clusters with a live PIN.",
                 saturating_i64(inventory.clusters),
             ),
             (
                 "clusterctx_expired_clusters",
-                "gauge",
                 "Expired PINs still answered with 410 until the sweep forgets them.",
                 saturating_i64(inventory.tombstones),
             ),
             (
                 "clusterctx_keys",
-                "gauge",
                 "Keys stored in live clusters.",
                 saturating_i64(inventory.keys),
             ),
         ];
-        for (name, kind, help, value) in gauges {
+        for (name, help, value) in gauges {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
         let _ = writeln!(

@@ -72,8 +72,8 @@ use anyhow::Context;
 use axum::http::HeaderName;
 use tokio::{net::TcpListener, task::JoinHandle};
 
+pub use crate::sys::raise_fd_limit;
 pub use error::ApiError;
-pub use listener::raise_fd_limit;
 pub use routes::app;
 pub use state::AppState;
 
@@ -287,6 +287,10 @@ impl Drop for Server {
 
 /// Opens the store, binds `config.listen` and serves in the background of the current runtime.
 pub async fn spawn(config: Config) -> anyhow::Result<Server> {
+    // tokio's interval panics on a zero period, which would silently end the sweep task.
+    if config.sweep_interval.is_zero() {
+        anyhow::bail!("the sweep interval (--sweep-interval) must be longer than zero");
+    }
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         (None, None) => None,

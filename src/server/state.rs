@@ -385,7 +385,8 @@ impl AppState {
         drop(self.store.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
-    /// Runs `op` on the store's own thread pool, one write at a time.
+    /// Runs `op` on tokio's blocking pool (SQLite blocks) under the store's lock, so writes
+    /// happen one at a time.
     async fn write<T, F>(self: &Arc<Self>, op: F) -> Result<T, ApiError>
     where
         T: Send + 'static,

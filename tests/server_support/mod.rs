@@ -40,6 +40,39 @@ pub async fn post_key(
         .as_u16()
 }
 
+/// GETs `url`; returns the status and the body.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = client.get(url).send().await.expect("GET");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+/// GETs `url` and decodes the JSON body.
+pub async fn get_json<T: serde::de::DeserializeOwned>(client: &reqwest::Client, url: &str) -> T {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
+/// DELETEs `url` with `token` as the bearer; returns the status.
+pub async fn delete_with_token(client: &reqwest::Client, url: &str, token: &str) -> u16 {
+    client
+        .delete(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("DELETE")
+        .status()
+        .as_u16()
+}
+
 /// A `clusterctx serve` child process.
 pub struct ServeProcess {
     pub child: Child,
