@@ -683,7 +683,16 @@ async fn bad_input_gets_a_clear_json_4xx() {
 
     // Bad long-poll waits and key names in the path.
     let key = format!("{keys}/master_ip");
-    for wait in ["61", "-1", "abc", "", "1.5", "99999999999999999999999"] {
+    for wait in [
+        "61",
+        "60.5",
+        "-1",
+        "abc",
+        "",
+        "1.2345",
+        ".5",
+        "99999999999999999999999",
+    ] {
         api.get(&format!("{key}?wait={wait}"))
             .await
             .assert_error(400, "wait must be");

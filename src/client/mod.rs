@@ -314,10 +314,12 @@ impl PinClient {
         let mut url = self.key_url(pin, key)?;
         let mut request_timeout = self.request_timeout;
         if let Some(wait) = wait {
-            let secs = wait.as_secs().min(protocol::MAX_WAIT_SECS);
-            if secs > 0 {
-                url.push_str(&format!("?wait={secs}"));
-                request_timeout += Duration::from_secs(secs);
+            // Milliseconds, so a long-poll can last exactly the caller's retry slot: a worker
+            // is then always listening, never sleeping between two long-polls.
+            let wait = wait.min(Duration::from_secs(protocol::MAX_WAIT_SECS));
+            if wait.as_millis() > 0 {
+                url.push_str(&format!("?wait={:.3}", wait.as_secs_f64()));
+                request_timeout += wait;
             }
         }
         let request = self

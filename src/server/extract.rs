@@ -3,6 +3,7 @@
 //! Everything malformed becomes an [`ApiError`] with a message that says what to send instead.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use axum::{
     body::Bytes,
@@ -178,22 +179,39 @@ pub(crate) fn read_body(
 }
 
 /// The `wait` query parameter in whole seconds, 0 to [`MAX_WAIT_SECS`]; 0 when absent.
-pub(crate) fn parse_wait(query: Option<&str>) -> Result<u64, ApiError> {
-    let Some(query) = query else { return Ok(0) };
+pub(crate) fn parse_wait(query: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(query) = query else {
+        return Ok(Duration::ZERO);
+    };
     let Some(raw) = query.split('&').find_map(|pair| {
         pair.strip_prefix("wait=")
             .or((pair == "wait").then_some(""))
     }) else {
-        return Ok(0);
+        return Ok(Duration::ZERO);
     };
-    raw.parse::<u64>()
-        .ok()
-        .filter(|secs| raw.bytes().all(|b| b.is_ascii_digit()) && *secs <= MAX_WAIT_SECS)
+    parse_seconds(raw)
+        .filter(|wait| *wait <= Duration::from_secs(MAX_WAIT_SECS))
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "wait must be a whole number of seconds from 0 to {MAX_WAIT_SECS}"
+                "wait must be a number of seconds from 0 to {MAX_WAIT_SECS}, with at most three \
+                 decimals"
             ))
         })
+}
+
+/// `12` or `12.345`: whole seconds, optionally with up to three decimals. Fractions let an
+/// agent wait exactly its retry slot, so it never stops listening between two long-polls.
+fn parse_seconds(raw: &str) -> Option<Duration> {
+    let (whole, fraction) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > 3 || !digits(whole) {
+        return None;
+    }
+    if raw.contains('.') && (fraction.is_empty() || fraction.len() > 3 || !digits(fraction)) {
+        return None;
+    }
+    let millis = format!("{fraction:0<3}").parse::<u64>().ok()?;
+    Some(Duration::from_secs(whole.parse().ok()?) + Duration::from_millis(millis))
 }
 
 /// Path parameters, with malformed ones (e.g. not UTF-8) answered as a JSON 400. The message
@@ -339,12 +357,28 @@ mod tests {
 
     #[test]
     fn wait_parameter() {
-        assert_eq!(parse_wait(None).unwrap(), 0);
-        assert_eq!(parse_wait(Some("x=1")).unwrap(), 0);
-        assert_eq!(parse_wait(Some("wait=0")).unwrap(), 0);
-        assert_eq!(parse_wait(Some("a=b&wait=60")).unwrap(), 60);
+        let ms = Duration::from_millis;
+        assert_eq!(parse_wait(None).unwrap(), Duration::ZERO);
+        assert_eq!(parse_wait(Some("x=1")).unwrap(), Duration::ZERO);
+        assert_eq!(parse_wait(Some("wait=0")).unwrap(), Duration::ZERO);
+        assert_eq!(parse_wait(Some("a=b&wait=60")).unwrap(), ms(60_000));
+        assert_eq!(parse_wait(Some("wait=1.5")).unwrap(), ms(1_500));
+        assert_eq!(parse_wait(Some("wait=2.345")).unwrap(), ms(2_345));
+        assert_eq!(parse_wait(Some("wait=0.05")).unwrap(), ms(50));
+        assert_eq!(parse_wait(Some("wait=60.000")).unwrap(), ms(60_000));
         for bad in [
-            "wait=61", "wait=-1", "wait=+5", "wait=1.5", "wait=", "wait", "wait=abc",
+            "wait=61",
+            "wait=60.001",
+            "wait=-1",
+            "wait=+5",
+            "wait=1.",
+            "wait=.5",
+            "wait=1.2345",
+            "wait=1e3",
+            "wait=",
+            "wait",
+            "wait=abc",
+            "wait=0000000000000000001",
         ] {
             assert!(parse_wait(Some(bad)).is_err(), "{bad}");
         }

@@ -187,27 +187,17 @@ async fn read_key(
     protocol::validate_key_name(key)?;
     // The legacy service ignored unknown query parameters, `wait` included.
     let wait = if state.config.emulate_legacy {
-        0
+        Duration::ZERO
     } else {
         parse_wait(query)?
     };
     match state.lookup_key(pin, key)? {
         KeyState::Found(value) => Ok(value),
-        KeyState::Absent { .. } if wait == 0 => Err(ApiError::KeyNotFound),
+        KeyState::Absent { .. } if wait.is_zero() => Err(ApiError::KeyNotFound),
         KeyState::Absent {
             changed,
             expires_ms,
-        } => {
-            waiters::wait_for_key(
-                state,
-                pin,
-                key,
-                Duration::from_secs(wait),
-                changed,
-                expires_ms,
-            )
-            .await
-        }
+        } => waiters::wait_for_key(state, pin, key, wait, changed, expires_ms).await,
     }
 }
 
