@@ -115,6 +115,10 @@ struct PopulateArgs {
 async fn main() -> anyhow::Result<()> {
     // A thousand workers are a thousand sockets.
     clusterctx::sys::raise_fd_limit()?;
+    // The workers' retries log as the agent's do; off unless asked for (RUST_LOG=warn).
+    if std::env::var_os("RUST_LOG").is_some() {
+        clusterctx::logging::init(0);
+    }
     match Args::parse().command {
         Command::Formation(args) => {
             for run in 0..args.runs {
@@ -161,11 +165,14 @@ async fn formation(args: &FormationArgs) -> anyhow::Result<Outcome> {
 
     let interval = Duration::from_secs_f64(args.interval);
     let requests = Arc::new(AtomicUsize::new(0));
+    // One client (one connection pool) per worker: each is its own machine. Built before the
+    // clock starts: building one takes milliseconds, a thousand take seconds.
+    let clients = (0..args.workers)
+        .map(|_| PinClient::new(&args.url, &options))
+        .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     let mut workers = JoinSet::new();
-    for index in 0..args.workers {
-        // One client (one connection pool) per worker: each is its own machine.
-        let client = PinClient::new(&args.url, &options)?;
+    for (index, client) in clients.into_iter().enumerate() {
         let (pin, requests, mode) = (pin.clone(), Arc::clone(&requests), args.mode);
         // Machines boot at different moments, so their polls are out of phase.
         let delay = match mode {
