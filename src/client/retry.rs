@@ -91,6 +91,8 @@ pub enum RetryError<E: Retryable> {
 
 /// The tries of one boot step, shared by its sub-steps (check the PIN, wait for
 /// `master_ready`, fetch each key) so that together they never exceed the policy's window.
+/// A try that finishes its sub-step is free: the budget counts the tries that waited or
+/// failed, each of which takes at most one slot.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     policy: RetryPolicy,
@@ -108,7 +110,7 @@ impl Schedule {
         }
     }
 
-    /// Tries spent so far.
+    /// Tries spent so far (waiting or failed ones).
     pub fn used(&self) -> u32 {
         self.used
     }
@@ -134,12 +136,17 @@ where
     let tries = schedule.policy.tries;
     let mut last_error = None;
     while schedule.used < tries {
-        schedule.used += 1;
         let slot = schedule.policy.slot();
         let started = Instant::now();
-        tracing::info!("{what} (try {}/{tries})", schedule.used);
+        tracing::info!("{what} (try {}/{tries})", schedule.used + 1);
         let mut next_try = started + slot;
-        match attempt(slot).await {
+        let outcome = attempt(slot).await;
+        // Only tries that did not finish count against the budget: it bounds waiting, and a
+        // step that succeeds at once must not shorten the wait for the next one.
+        if !matches!(outcome, Ok(Attempt::Done(_))) {
+            schedule.used += 1;
+        }
+        match outcome {
             Ok(Attempt::Done(value)) => return Ok(value),
             Ok(Attempt::NotYet) => last_error = None,
             Err(err) if err.is_transient() => {
@@ -305,6 +312,33 @@ mod tests {
         .await;
         assert!(matches!(second, Err(RetryError::GaveUp { .. })));
         assert_eq!(calls, 0, "no tries left for a later step");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steps_that_finish_at_once_cost_no_tries() {
+        // A master with --tries 2: check the PIN, find the address, publish, all at once.
+        let mut sched = schedule(2);
+        for step in ["checking", "finding", "publishing"] {
+            let done: Result<(), RetryError<ClientError>> =
+                retry(&mut sched, step, |_| async { Ok(Attempt::Done(())) }).await;
+            assert!(done.is_ok(), "{step}");
+        }
+        assert_eq!(sched.used(), 0);
+        let mut calls = 0;
+        let waited = retry(&mut sched, "waiting", |_| {
+            calls += 1;
+            let n = calls;
+            async move {
+                Ok::<_, ClientError>(if n == 2 {
+                    Attempt::Done(())
+                } else {
+                    Attempt::NotYet
+                })
+            }
+        })
+        .await;
+        assert!(waited.is_ok());
+        assert_eq!(sched.used(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,6 +29,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// The connection settings; `http1_only` skips the HTTP/2 detection.
+fn connection_builder(http1_only: bool) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    if http1_only {
+        builder.http1_only()
+    } else {
+        builder
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` flips, then lets open connections finish their
 /// requests for up to `grace` (parked long-polls answer 503 at once on the same signal).
 pub(crate) async fn serve(
@@ -38,12 +52,11 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let builder = Arc::new(builder);
+    // HTTP/2 only where TLS negotiated it: on other connections the auto builder's version
+    // sniffing hands its bytes back to hyper, whose read buffer then doubles to 16 KiB for
+    // the life of the connection, which adds up over thousands of parked long-polls.
+    let http1_only = Arc::new(connection_builder(true));
+    let negotiating = Arc::new(connection_builder(false));
     // Every connection task holds a receiver; `closed()` resolves when the last one ends.
     let (open_tx, open_rx) = watch::channel(());
 
@@ -68,17 +81,20 @@ pub(crate) async fn serve(
                 request
             },
         ));
-        let builder = Arc::clone(&builder);
+        let (http1_only, negotiating) = (Arc::clone(&http1_only), Arc::clone(&negotiating));
         let tls = tls.clone();
         let mut shutdown = shutdown.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(stream),
+            let (io, builder): (Box<dyn Io>, _) = match tls {
+                None => (Box::new(stream), http1_only),
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                            (Box::new(stream), if h2 { negotiating } else { http1_only })
+                        }
                         Ok(Err(err)) => {
                             tracing::debug!("TLS handshake with {peer} failed: {err}");
                             return;

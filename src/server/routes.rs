@@ -172,6 +172,8 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Response {
     let json = wants_json(&headers);
+    // Not held while parked: thousands of long-polls would keep their headers for nothing.
+    drop(headers);
     match read_key(&state, &pin, &key, query.as_deref()).await {
         Ok(value) => render_item(key, value, json),
         Err(err) => err.render(!json),
