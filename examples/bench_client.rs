@@ -21,6 +21,10 @@
 //!     --workers 100 --mode parked --runs 5
 //! ```
 
+#[path = "common/metrics.rs"]
+mod metrics;
+use metrics::waiters_parked;
+
 use std::{
     path::PathBuf,
     sync::{
@@ -345,21 +349,6 @@ async fn populate(args: &PopulateArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-/// `clusterctx_longpoll_waiters` from the service's metrics.
-async fn waiters_parked(http: &reqwest::Client, base: &str) -> anyhow::Result<i64> {
-    let metrics = http
-        .get(format!("{}/metrics", base.trim_end_matches('/')))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("clusterctx_longpoll_waiters "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0))
 }
 
 /// User plus system CPU time of this process, in milliseconds.

@@ -11,6 +11,10 @@
 //! Plain HTTP only; each waiter is its own TCP connection with a hand-written HTTP/1.1
 //! request, so that the tool itself stays small next to 10,000 sockets.
 
+#[path = "common/metrics.rs"]
+mod metrics;
+use metrics::waiters_parked;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -202,21 +206,6 @@ async fn main() -> anyhow::Result<()> {
         println!("service memory after: {}", memory(pid));
     }
     Ok(())
-}
-
-/// `clusterctx_longpoll_waiters` from the service's metrics.
-async fn waiters_parked(http: &reqwest::Client, base: &str) -> anyhow::Result<i64> {
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("clusterctx_longpoll_waiters "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0))
 }
 
 /// VmRSS and VmHWM (peak) of `pid`.
