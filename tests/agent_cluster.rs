@@ -406,16 +406,8 @@ async fn a_legacy_service_without_long_poll_still_forms_the_cluster() {
 #[tokio::test]
 async fn https_with_a_private_ca_and_an_untrusted_certificate_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = support::tls::make_certificate(dir.path());
-    let server = server::spawn(Config {
-        tls_cert: Some(cert),
-        tls_key: Some(key),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let (server, ca) = support::tls::spawn_https(dir.path()).await;
     let url = server.url();
-    assert!(url.starts_with("https://"), "{url}");
     let trusting = PinClient::new(
         &url,
         &ClientOptions {

@@ -79,3 +79,21 @@ pub fn make_certificate(
         dir.join("key.pem"),
     )
 }
+
+/// A server on 127.0.0.1:0 serving HTTPS with a fresh certificate made in `dir`, and the CA
+/// file that trusts it.
+#[cfg(feature = "server")]
+pub async fn spawn_https(
+    dir: &std::path::Path,
+) -> (clusterctx::server::Server, std::path::PathBuf) {
+    let (ca, cert, key) = make_certificate(dir);
+    let server = clusterctx::server::spawn(clusterctx::server::Config {
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..clusterctx::server::Config::default()
+    })
+    .await
+    .unwrap();
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+    (server, ca)
+}
