@@ -15,6 +15,7 @@ check:
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo test --all-targets
+	cargo test --doc
 
 deps:
 	contrib/ci/install-deps

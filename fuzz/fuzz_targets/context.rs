@@ -3,7 +3,7 @@
 //! substitution produces must read again.
 #![no_main]
 
-#[path = "../../tests/support/context_oracle.rs"]
+#[path = "../../tests/it/support/context_oracle.rs"]
 mod oracle;
 
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! implementation of the placeholder rule, byte for byte.
 #![no_main]
 
-#[path = "../../tests/support/context_oracle.rs"]
+#[path = "../../tests/it/support/context_oracle.rs"]
 mod oracle;
 
 use std::collections::BTreeMap;

@@ -1,10 +1,8 @@
 //! The real server on port 0, over sockets: long-poll, concurrent creates, the miss limit,
 //! graceful shutdown, request time limits, the sweep and HTTPS.
-#![cfg(feature = "server")]
 
-mod server_support;
-#[path = "support/tls.rs"]
-mod tls;
+use crate::support::server as server_support;
+use crate::support::tls;
 
 use std::time::{Duration, Instant};
 

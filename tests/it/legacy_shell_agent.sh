@@ -1,7 +1,7 @@
 #!/bin/bash
 # The legacy CernVM cluster-context agent, reduced to its HTTP conversation: the same curl
 # invocations, headers and parsing as the uCernVM `08clustercontext` script, with the retry
-# schedule shortened (PROTOCOL.md part 1). Driven by tests/legacy_shell_compat.rs.
+# schedule shortened (PROTOCOL.md part 1). Driven by tests/it/legacy_shell_compat.rs.
 #
 #   legacy_shell_agent.sh master URL PIN IP
 #   legacy_shell_agent.sh worker URL PIN CONTEXT_FILE

@@ -1,7 +1,7 @@
 //! The agent against a scripted server: every fault ends as PROTOCOL.md part 2 says, and no
 //! context file is changed when it should not be.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -182,6 +182,17 @@ async fn a_409_holding_our_own_address_is_a_republish() {
     overrides.address = Some("10.1.1.1".into());
     let outcome = support::contextualize(&node, &overrides).await.unwrap();
     assert!(matches!(outcome, Finished::Contextualized { .. }));
+    let posted: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(posted.len(), 1, "one create, no overwrite: {posted:?}");
+    assert!(
+        posted[0].contains("master_ip") && posted[0].contains("10.1.1.1"),
+        "the create carries our key and address: {posted:?}"
+    );
 }
 
 #[tokio::test]

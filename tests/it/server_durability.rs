@@ -1,8 +1,7 @@
 //! The durable store: acknowledged writes survive a restart and a `kill -9` of a real
 //! `clusterctx serve`; unusable store files are refused at start with a reason; SIGTERM drains.
-#![cfg(feature = "server")]
 
-mod server_support;
+use crate::support::server as server_support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! cluster of processes against a real `clusterctx serve` process.
 
 #[cfg(feature = "server")]
-mod server_support;
+use crate::support::server as server_support;
 
 #[cfg(feature = "server")]
 use std::process::Stdio;

@@ -3,8 +3,7 @@
 //! equals an independent reference implementation of the placeholder rule; `check_value`
 //! refuses every control character.
 
-#[path = "support/context_oracle.rs"]
-mod oracle;
+use crate::support::context_oracle as oracle;
 
 use std::collections::BTreeMap;
 

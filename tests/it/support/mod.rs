@@ -1,8 +1,10 @@
 //! Shared test scaffolding: nodes with their own context files and state, and the scripted
-//! fault server. Each integration test file includes it with `mod support;`.
-#![allow(dead_code)] // each test file uses a different part
+//! fault server. Every module of the integration test binary reaches it as `crate::support`.
 
+pub mod context_oracle;
 pub mod faulty;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod tls;
 
 use std::{

@@ -1,8 +1,7 @@
 //! A legacy shell agent (curl, the same headers, the same `sed`/`awk` parsing of
 //! `master_ip: <ip>`) against our service, unchanged: PROTOCOL.md part 1.
-#![cfg(feature = "server")]
 
-mod server_support;
+use crate::support::server as server_support;
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
@@ -19,7 +18,7 @@ fn curl_available() {
 }
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/legacy_shell_agent.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/legacy_shell_agent.sh")
 }
 
 /// Runs a shell pipeline with `$URL` and `$PIN` set; returns its stdout.

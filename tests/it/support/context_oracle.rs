@@ -1,7 +1,7 @@
 //! The properties of the context module that hold for any input, shared by the proptests
-//! (`tests/context_proptest.rs`) and the cargo-fuzz targets (`fuzz/fuzz_targets/`), which
+//! (`tests/it/context_proptest.rs`) and the cargo-fuzz targets (`fuzz/fuzz_targets/`), which
 //! include this file with `#[path]`. It uses only the public API and the standard library.
-#![allow(dead_code)] // each includer uses a different part
+#![allow(dead_code)] // each fuzz target that includes it uses a different part
 
 use std::collections::{BTreeMap, BTreeSet};
 

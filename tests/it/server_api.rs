@@ -1,6 +1,5 @@
 //! The router in-process (no socket): every route and status of the legacy API, the text and
 //! JSON renderings, admin tokens, expiry at read time, and bad input answered with a JSON 4xx.
-#![cfg(feature = "server")]
 
 use std::{sync::Arc, time::Duration};
 

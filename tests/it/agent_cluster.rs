@@ -1,7 +1,6 @@
 //! Whole clusters of in-process agents against the real PIN service on a real socket.
-#![cfg(feature = "server")]
 
-mod support;
+use crate::support;
 
 use std::{
     net::IpAddr,

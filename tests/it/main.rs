@@ -1,0 +1,29 @@
+//! The integration tests: one binary, so the dependency tree is linked once, not once per file.
+//!
+//! - `context_*`: the context reader and atomic rewrites on real files (proptest against the
+//!   oracle in `support::context_oracle`, the shipped examples, a real full tmpfs).
+//! - `agent_*`: the agent against the real service in-process, against the scripted fault
+//!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
+//! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
+//! - `legacy_shell_compat`: the legacy shell agent (`legacy_shell_agent.sh`) against our
+//!   service.
+//!
+//! Everything shared lives in [`support`].
+
+mod support;
+
+mod agent_cli;
+#[cfg(feature = "server")]
+mod agent_cluster;
+mod agent_faults;
+mod context_atomic;
+mod context_examples;
+mod context_proptest;
+#[cfg(feature = "server")]
+mod legacy_shell_compat;
+#[cfg(feature = "server")]
+mod server_api;
+#[cfg(feature = "server")]
+mod server_durability;
+#[cfg(feature = "server")]
+mod server_live;
