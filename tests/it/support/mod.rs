@@ -5,6 +5,7 @@ pub mod context_oracle;
 pub mod faulty;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod tls;
 
 use std::{
@@ -16,7 +17,6 @@ use clusterctx::agent::{
     config::{AgentConfig, Overrides, RoleRequest},
     contextualize::{self, Finished},
     files::ContextSet,
-    master_ready::{self, Announced},
     state::{State, StateStore},
 };
 
@@ -106,18 +106,23 @@ pub async fn contextualize_files(
 }
 
 /// Runs `clusterctx master-ready` for `node` in-process.
-pub async fn master_ready(node: &Node, overrides: &Overrides) -> anyhow::Result<Announced> {
+#[cfg(feature = "server")]
+pub async fn master_ready(
+    node: &Node,
+    overrides: &Overrides,
+) -> anyhow::Result<clusterctx::agent::master_ready::Announced> {
     master_ready_files(node.files.clone(), node.state_dir(), overrides.clone()).await
 }
 
 /// The same on owned data, for `tokio::spawn`.
+#[cfg(feature = "server")]
 pub async fn master_ready_files(
     files: Vec<PathBuf>,
     state_dir: PathBuf,
     overrides: Overrides,
-) -> anyhow::Result<Announced> {
+) -> anyhow::Result<clusterctx::agent::master_ready::Announced> {
     let (_, config) = load(&files, &overrides)?;
-    master_ready::run(&config, &StateStore::new(state_dir)).await
+    clusterctx::agent::master_ready::run(&config, &StateStore::new(state_dir)).await
 }
 
 pub fn bytes(path: &Path) -> Vec<u8> {
