@@ -85,8 +85,12 @@ fn operators_seal_and_open_values_the_service_cannot_read() {
     assert!(out.contains("cvm_cluster_master=yes\n"), "{out}");
     assert!(out.contains("cvm_cluster_master=auto\n"), "{out}");
     assert!(!text(&created.stderr).contains(&secret));
-    let again = clusterctx(&["pin", "create", "--service", &url, "--secret"]);
-    assert_ne!(text(&again.stdout).lines().nth(1), Some(secret.as_str()));
+    let json = clusterctx(&["pin", "create", "--service", &url, "--secret", "--json"]);
+    let answer: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let other_secret = answer["cluster_secret"].as_str().expect("cluster_secret");
+    ClusterSecret::parse(other_secret).expect("a valid secret in the JSON answer");
+    assert_ne!(other_secret, secret, "every cluster gets its own secret");
+    assert!(answer["pin"].as_str().is_some_and(|p| p != pin));
 
     let good = secret_file(dir.path(), "secret", &secret, 0o600);
     let good = good.to_str().unwrap();
