@@ -9,7 +9,10 @@
 //! - [`protocol`]: what crosses the wire, shared by client and server: paths, the item and
 //!   cluster JSON shapes, the `key: value` text rendering, name and value limits, and the header
 //!   by which our service identifies itself.
-//! - [`secret`]: PIN and token wrappers that redact themselves in logs and `Debug` output.
+//! - [`secret`]: PIN, token and cluster secret wrappers that redact themselves in logs and
+//!   `Debug` output.
+//! - [`seal`]: sealed values: AES-256-GCM under a key derived from the cluster secret and the
+//!   PIN, so that the PIN service never sees a cluster's values.
 //! - [`context`]: the user-data side: finding the `[ucernvm-begin]` block in any user-data
 //!   format cloud-init accepts, finding and substituting `###<NAME>_PLACEHOLDER###`, checking
 //!   values before they reach a file, and rewriting files atomically.
@@ -35,6 +38,7 @@ pub mod context;
 pub mod logging;
 pub mod manage;
 pub mod protocol;
+pub mod seal;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod server;

@@ -6,7 +6,8 @@ use anyhow::Context;
 
 use crate::{
     client::{normalize_service_url, ClientOptions, Created, PinClient},
-    secret::{AdminToken, Pin},
+    seal::Sealer,
+    secret::{AdminToken, ClusterSecret, Pin, CLUSTER_SECRET_KEY},
 };
 
 /// How to reach the service.
@@ -55,6 +56,25 @@ impl TokenArgs {
     }
 }
 
+/// The cluster secret of a sealed cluster, from a file only: on the command line it would show
+/// in `ps` and in shell histories.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretArgs {
+    /// Seal (set) or open (get) the value with the cluster secret in FILE (mode 0600 or
+    /// stricter; one trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn sealer(&self, pin: &Pin) -> anyhow::Result<Option<Sealer>> {
+        let Some(path) = &self.secret_file else {
+            return Ok(None);
+        };
+        Ok(Some(Sealer::new(&ClusterSecret::from_file(path)?, pin)))
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum PinCommand {
     /// Create a cluster PIN. Prints the PIN alone on stdout (for scripts); the expiry and, on
@@ -68,6 +88,10 @@ pub enum PinCommand {
         /// Write the admin token to this file (mode 0600) instead of stderr.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Also make a fresh cluster secret (sealed values: the service never sees it) and
+        /// print it on stdout after the PIN, with ready-to-paste ucernvm blocks.
+        #[arg(long)]
+        secret: bool,
     },
     /// Show a PIN's creation and expiry times.
     Show {
@@ -96,6 +120,8 @@ pub enum KeyCommand {
         /// Wait up to this many seconds for the key to appear (long-poll).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=60))]
         wait: Option<u64>,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// Create a key (create-only: fails if it exists), or replace it with --replace.
     Set {
@@ -109,6 +135,8 @@ pub enum KeyCommand {
         pin: String,
         key: String,
         value: String,
+        #[command(flatten)]
+        secret: SecretArgs,
     },
     /// List a cluster's keys as `key: value` lines.
     List {
@@ -133,13 +161,29 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
             service,
             json,
             token_file,
+            secret,
         } => {
+            // Made before the PIN, so that a broken random source wastes no PIN.
+            let secret = secret.then(ClusterSecret::generate).transpose()?;
             let info = service.client()?.create_cluster().await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                let mut answer = serde_json::to_value(&info)?;
+                if let Some(secret) = &secret {
+                    answer["cluster_secret"] = secret.expose().into();
+                }
+                println!("{}", serde_json::to_string_pretty(&answer)?);
                 return Ok(());
             }
             println!("{}", info.pin);
+            if let Some(secret) = &secret {
+                let (url, _) = normalize_service_url(&service.service)?;
+                println!("{}", secret.expose());
+                print!("{}", ucernvm_blocks(&info.pin, secret, &url));
+                eprintln!(
+                    "cluster secret made here, never sent to the service: keep it with the \
+                     blocks, it cannot be recovered"
+                );
+            }
             if let Some(expires_at) = &info.expires_at {
                 eprintln!("expires at {expires_at}");
             }
@@ -188,14 +232,18 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             pin,
             key,
             wait,
+            secret,
         } => {
+            let pin = Pin::new(pin.as_str());
+            let sealer = secret.sealer(&pin)?;
             let value = service
                 .client()?
-                .get_key(&Pin::new(pin.as_str()), key, wait.map(Duration::from_secs))
+                .get_key(&pin, key, wait.map(Duration::from_secs))
                 .await?;
-            match value {
-                Some(value) => println!("{value}"),
-                None => anyhow::bail!("no key {key} in this cluster"),
+            match (value, sealer) {
+                (Some(value), Some(sealer)) => println!("{}", sealer.open(key, &value)?),
+                (Some(value), None) => println!("{value}"),
+                (None, _) => anyhow::bail!("no key {key} in this cluster"),
             }
         }
         KeyCommand::Set {
@@ -205,9 +253,14 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             pin,
             key,
             value,
+            secret,
         } => {
             let client = service.client()?;
             let pin = Pin::new(pin.as_str());
+            let value = &match secret.sealer(&pin)? {
+                Some(sealer) => sealer.seal(key, value)?,
+                None => value.clone(),
+            };
             if *replace {
                 client
                     .put_key(&pin, key, value, token.token().as_ref())
@@ -236,6 +289,26 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The three ucernvm blocks of a sealed cluster: master, worker, and first-in election.
+fn ucernvm_blocks(pin: &str, secret: &ClusterSecret, url: &str) -> String {
+    let mut out = String::new();
+    for (title, master) in [
+        ("master", Some("yes")),
+        ("worker", None),
+        ("any node (the first in is the master)", Some("auto")),
+    ] {
+        out.push_str(&format!(
+            "\n# {title}\n[ucernvm-begin]\ncvm_cluster_pin={pin}\n{CLUSTER_SECRET_KEY}={}\n",
+            secret.expose()
+        ));
+        if let Some(master) = master {
+            out.push_str(&format!("cvm_cluster_master={master}\n"));
+        }
+        out.push_str(&format!("cvm_service_url={url}\n[ucernvm-end]\n"));
+    }
+    out
+}
+
 fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let mut file = std::fs::OpenOptions::new()
@@ -246,4 +319,30 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("failed to create {}", path.display()))?;
     writeln!(file, "{text}").with_context(|| format!("failed to write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_read_back_as_the_agent_reads_them() {
+        let secret = ClusterSecret::generate().unwrap();
+        let text = ucernvm_blocks("enico1qq0oey", &secret, "https://pins.example.org");
+        let blocks: Vec<&str> = text.split("\n\n").collect();
+        assert_eq!(blocks.len(), 3, "{text}");
+        for (block, master) in blocks.iter().zip([Some("yes"), None, Some("auto")]) {
+            let parsed = crate::context::ContextFile::from_bytes("block", block.as_bytes())
+                .block()
+                .expect("well-formed")
+                .expect("a block");
+            assert_eq!(parsed.get("cvm_cluster_pin"), Some("enico1qq0oey"));
+            assert_eq!(parsed.get(CLUSTER_SECRET_KEY), Some(secret.expose()));
+            assert_eq!(parsed.get("cvm_cluster_master"), master);
+            assert_eq!(
+                parsed.get("cvm_service_url"),
+                Some("https://pins.example.org")
+            );
+        }
+    }
 }

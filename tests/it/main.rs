@@ -5,6 +5,7 @@
 //! - `agent_*`: the agent against the real service in-process, against the scripted fault
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
+//! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `legacy_shell_compat`: the legacy shell agent (`legacy_shell_agent.sh`) against our
 //!   service.
 //!
@@ -21,6 +22,8 @@ mod context_examples;
 mod context_proptest;
 #[cfg(feature = "server")]
 mod legacy_shell_compat;
+#[cfg(feature = "server")]
+mod sealed_cli;
 #[cfg(feature = "server")]
 mod server_api;
 #[cfg(feature = "server")]
