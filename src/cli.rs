@@ -31,10 +31,13 @@ pub enum Command {
     #[cfg(feature = "server")]
     Serve(crate::server::ServeArgs),
     /// The boot step: read the ucernvm block, act as master or worker, fill placeholders.
+    #[command(after_help = agent::error::exit_codes_help())]
     Contextualize(agent::ContextualizeArgs),
     /// On the master, once its boot has finished: publish master_ready=yes.
+    #[command(after_help = agent::error::exit_codes_help())]
     MasterReady(agent::MasterReadyArgs),
     /// Say what `contextualize` would do with these files, without touching anything.
+    #[command(after_help = agent::error::exit_codes_help())]
     Check(agent::CheckArgs),
     /// Create, show or delete cluster PINs.
     #[command(subcommand)]
