@@ -11,6 +11,7 @@ use clusterctx::{
     agent::{
         config::{Overrides, RoleRequest},
         contextualize::Finished,
+        error::code,
         master_ready::Announced,
         state::{Outcome, Role},
         AgentError,
@@ -238,6 +239,10 @@ async fn a_master_that_lost_its_state_republishes_idempotently() {
         intruder.store().load(&pin).outcome,
         Some(Outcome::Failed { .. })
     ));
+    // Nor does the refused master announce readiness for a master_ip that is not its own.
+    let err = support::master_ready(&intruder, &other).await.unwrap_err();
+    assert!(matches!(err, AgentError::NotContextualized), "{err:?}");
+    assert_eq!(err.exit_code(), code::TEMPFAIL);
 }
 
 #[tokio::test]

@@ -351,3 +351,21 @@ async fn a_dripping_answer_cannot_outlast_the_window() {
     assert!(elapsed <= Duration::from_millis(3200), "{elapsed:?}");
     assert!(matches!(err, AgentError::Unreachable(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_state_directory_that_cannot_be_written_is_its_own_failure() {
+    let server = FaultServer::start(|request, _| healthy(request, "10.0.0.4")).await;
+    let node = Node::new(WORKER_CONTEXT);
+    // A file where the state directory should be: it cannot be created.
+    let blocked = node.dir.path().join("not-a-directory");
+    std::fs::write(&blocked, "").unwrap();
+    let err = support::contextualize_files(
+        node.files.clone(),
+        blocked,
+        fast(&server.url(), RoleRequest::Worker),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, AgentError::State(_)), "{err:?}");
+    assert_eq!(err.exit_code(), code::CANTCREAT);
+}
