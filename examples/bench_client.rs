@@ -38,7 +38,7 @@ use anyhow::{bail, ensure, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use clusterctx::{
     client::{
-        retry::{retry, Attempt, RetryPolicy, Schedule},
+        retry::{retry, Attempt, RetryPolicy, Schedule, Step},
         ClientError, ClientOptions, PinClient,
     },
     protocol::{KEY_MASTER_IP, KEY_MASTER_READY},
@@ -280,7 +280,12 @@ async fn worker(
             });
             let long_poll = mode == Mode::Agent;
             for key in [KEY_MASTER_READY, KEY_MASTER_IP] {
-                retry(&mut schedule, key, |slot| async move {
+                let step = Step {
+                    what: key,
+                    key: Some(key),
+                    url: client.base_url(),
+                };
+                retry(&mut schedule, &step, |slot| async move {
                     requests.fetch_add(1, Ordering::Relaxed);
                     Ok::<_, ClientError>(
                         match client.get_key(pin, key, long_poll.then_some(slot)).await? {

@@ -14,7 +14,10 @@ use crate::{agent, manage};
         At boot, a master publishes its address to a PIN service under the cluster's PIN; \
         workers wait for it and substitute it (and any other ###<NAME>_PLACEHOLDER###) into \
         their context files before the rest of the boot reads them. The same binary runs the \
-        PIN service (`serve`) and offers manual commands for PINs and keys."
+        PIN service (`serve`) and offers manual commands for PINs and keys.",
+    after_long_help = "The agent's commands (contextualize, master-ready, check) exit with a \
+        code that says why they failed (65-78, the sysexits.h codes systemd names): see \
+        clusterctx-contextualize(1) or `clusterctx contextualize --help`."
 )]
 pub struct Cli {
     /// More output: -v for debug, -vv for trace (RUST_LOG overrides).
@@ -31,10 +34,13 @@ pub enum Command {
     #[cfg(feature = "server")]
     Serve(crate::server::ServeArgs),
     /// The boot step: read the ucernvm block, act as master or worker, fill placeholders.
+    #[command(after_help = agent::error::exit_codes_help())]
     Contextualize(agent::ContextualizeArgs),
     /// On the master, once its boot has finished: publish master_ready=yes.
+    #[command(after_help = agent::error::exit_codes_help())]
     MasterReady(agent::MasterReadyArgs),
     /// Say what `contextualize` would do with these files, without touching anything.
+    #[command(after_help = agent::error::exit_codes_help())]
     Check(agent::CheckArgs),
     /// Create, show or delete cluster PINs.
     #[command(subcommand)]

@@ -16,10 +16,12 @@
 //! - [`context`]: the user-data side: finding the `[ucernvm-begin]` block in any user-data
 //!   format cloud-init accepts, finding and substituting `###<NAME>_PLACEHOLDER###`, checking
 //!   values before they reach a file, and rewriting files atomically.
-//! - [`client`]: the HTTP client for the PIN service, with errors sorted into permanent and
-//!   transient, and the retry policy that schedules attempts.
-//! - [`agent`]: the boot steps built on the above: `contextualize` (master, worker, first-in
-//!   election), `master-ready`, address detection, and the state kept across reboots.
+//! - [`client`]: the HTTP client for the PIN service, its errors (sorted into permanent and
+//!   transient) in their own module, and the retry schedule whose window is a deadline.
+//! - [`agent`]: the boot steps built on the above: one `Plan` made from the settings and the
+//!   context files, which `check` prints and `contextualize` executes (master, worker,
+//!   first-in election); `master-ready`; address detection; the state kept across reboots;
+//!   `AgentError`, whose class is the exit code.
 //! - [`server`] (feature `server`): the PIN service: router, durable store, long-poll waiters,
 //!   expiry sweep, admin tokens, rate limits, metrics, TLS.
 //! - [`logging`]: tracing to journald when it is there, to stderr otherwise.
@@ -29,7 +31,7 @@
 //!   tools in `examples/`.
 //!
 //! `main.rs` only parses the command line, sets up logging, dispatches and maps the outcome to an
-//! exit code.
+//! exit code (an `AgentError`'s own, else 1).
 
 pub mod agent;
 pub mod cli;

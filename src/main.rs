@@ -4,7 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use clusterctx::cli::{Cli, Command};
+use clusterctx::{
+    agent::{error::code, AgentError},
+    cli::{Cli, Command},
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,39 +23,33 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli.command)) {
-        Ok(code) => code,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // zincati style: the error, then its causes one per line.
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
                 eprintln!(" -> {cause}");
             }
-            ExitCode::FAILURE
+            // The agent's failures say their class in the code (see `clusterctx contextualize
+            // --help`); anything else is a plain failure.
+            ExitCode::from(
+                err.downcast_ref::<AgentError>()
+                    .map_or(code::FAILURE, AgentError::exit_code),
+            )
         }
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    use clusterctx::{agent, manage};
     match command {
         #[cfg(feature = "server")]
-        Command::Serve(args) => clusterctx::server::run(args)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Contextualize(args) => clusterctx::agent::contextualize_command(&args)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::MasterReady(args) => clusterctx::agent::master_ready_command(&args)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Check(args) => {
-            clusterctx::agent::check::run(&args.agent).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Pin(command) => clusterctx::manage::pin_command(&command)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Key(command) => clusterctx::manage::key_command(&command)
-            .await
-            .map(|()| ExitCode::SUCCESS),
-        Command::Generate(args) => clusterctx::cli::generate(&args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => clusterctx::server::run(args).await,
+        Command::Contextualize(args) => Ok(agent::contextualize_command(&args).await?),
+        Command::MasterReady(args) => Ok(agent::master_ready_command(&args).await?),
+        Command::Check(args) => Ok(agent::check_command(&args.agent)?),
+        Command::Pin(command) => manage::pin_command(&command).await,
+        Command::Key(command) => manage::key_command(&command).await,
+        Command::Generate(args) => clusterctx::cli::generate(&args),
     }
 }

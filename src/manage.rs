@@ -45,15 +45,20 @@ pub struct TokenArgs {
         long,
         env = "CLUSTERCTX_ADMIN_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = parse_token
     )]
-    pub token: Option<String>,
+    pub token: Option<AdminToken>,
 }
 
-impl TokenArgs {
-    fn token(&self) -> Option<AdminToken> {
-        self.token.as_deref().map(AdminToken::new)
-    }
+/// PINs and tokens are wrapped as they are parsed, so that no `Debug` print of the command
+/// line shows them.
+fn parse_pin(text: &str) -> Result<Pin, std::convert::Infallible> {
+    Ok(Pin::new(text))
+}
+
+fn parse_token(text: &str) -> Result<AdminToken, std::convert::Infallible> {
+    Ok(AdminToken::new(text))
 }
 
 /// The cluster secret of a sealed cluster, from a file only: on the command line it would show
@@ -97,7 +102,8 @@ pub enum PinCommand {
     Show {
         #[command(flatten)]
         service: ServiceArgs,
-        pin: String,
+        #[arg(value_parser = parse_pin)]
+        pin: Pin,
     },
     /// Delete a PIN and its keys.
     Delete {
@@ -105,7 +111,8 @@ pub enum PinCommand {
         service: ServiceArgs,
         #[command(flatten)]
         token: TokenArgs,
-        pin: String,
+        #[arg(value_parser = parse_pin)]
+        pin: Pin,
     },
 }
 
@@ -115,7 +122,8 @@ pub enum KeyCommand {
     Get {
         #[command(flatten)]
         service: ServiceArgs,
-        pin: String,
+        #[arg(value_parser = parse_pin)]
+        pin: Pin,
         key: String,
         /// Wait up to this many seconds for the key to appear (long-poll).
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=60))]
@@ -132,7 +140,8 @@ pub enum KeyCommand {
         /// Replace an existing value (needs the admin token).
         #[arg(long)]
         replace: bool,
-        pin: String,
+        #[arg(value_parser = parse_pin)]
+        pin: Pin,
         key: String,
         value: String,
         #[command(flatten)]
@@ -142,7 +151,8 @@ pub enum KeyCommand {
     List {
         #[command(flatten)]
         service: ServiceArgs,
-        pin: String,
+        #[arg(value_parser = parse_pin)]
+        pin: Pin,
     },
     /// Delete a key (needs the admin token).
     Delete {
@@ -150,7 +160,8 @@ pub enum KeyCommand {
         service: ServiceArgs,
         #[command(flatten)]
         token: TokenArgs,
-        pin: String,
+        #[arg(value_parser = parse_pin)]
+        pin: Pin,
         key: String,
     },
 }
@@ -204,7 +215,7 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
             }
         }
         PinCommand::Show { service, pin } => {
-            let info = service.client()?.cluster(&Pin::new(pin.as_str())).await?;
+            let info = service.client()?.cluster(pin).await?;
             println!("pin: {}", info.pin);
             println!("creation_time: {}", info.creation_time);
             if let Some(expires_at) = info.expires_at {
@@ -218,7 +229,7 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
         } => {
             service
                 .client()?
-                .delete_cluster(&Pin::new(pin.as_str()), token.token().as_ref())
+                .delete_cluster(pin, token.token.as_ref())
                 .await?;
         }
     }
@@ -234,11 +245,10 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             wait,
             secret,
         } => {
-            let pin = Pin::new(pin.as_str());
-            let sealer = secret.sealer(&pin)?;
+            let sealer = secret.sealer(pin)?;
             let value = service
                 .client()?
-                .get_key(&pin, key, wait.map(Duration::from_secs))
+                .get_key(pin, key, wait.map(Duration::from_secs))
                 .await?;
             match (value, sealer) {
                 (Some(value), Some(sealer)) => println!("{}", sealer.open(key, &value)?),
@@ -256,21 +266,20 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             secret,
         } => {
             let client = service.client()?;
-            let pin = Pin::new(pin.as_str());
-            let value = &match secret.sealer(&pin)? {
+            let value = &match secret.sealer(pin)? {
                 Some(sealer) => sealer.seal(key, value)?,
                 None => value.clone(),
             };
             if *replace {
                 client
-                    .put_key(&pin, key, value, token.token().as_ref())
+                    .put_key(pin, key, value, token.token.as_ref())
                     .await?;
-            } else if client.create_key(&pin, key, value).await? == Created::AlreadyExists {
+            } else if client.create_key(pin, key, value).await? == Created::AlreadyExists {
                 anyhow::bail!("key {key} exists already; use --replace (with the admin token)");
             }
         }
         KeyCommand::List { service, pin } => {
-            for item in service.client()?.list_keys(&Pin::new(pin.as_str())).await? {
+            for item in service.client()?.list_keys(pin).await? {
                 println!("{}", crate::protocol::render_text(&item.key, &item.value));
             }
         }
@@ -282,7 +291,7 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
         } => {
             service
                 .client()?
-                .delete_key(&Pin::new(pin.as_str()), key, token.token().as_ref())
+                .delete_key(pin, key, token.token.as_ref())
                 .await?;
         }
     }

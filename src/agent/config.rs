@@ -94,18 +94,45 @@ impl AddressChoice {
     }
 }
 
-/// Overrides from the command line, each winning over the block.
-#[derive(Debug, Clone, Default)]
+/// The settings the command line can give, each winning over the block. Defined once: these
+/// fields are the agent's flags (`clap` flattens this struct into each agent subcommand), so a
+/// new setting is one field here and one key in [`keys`].
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
-    pub pin: Option<String>,
-    pub role: Option<RoleRequest>,
-    pub service_url: Option<String>,
-    pub address: Option<String>,
+    /// Number of tries (default 50, or cvm_cluster_tries).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub tries: Option<u32>,
+    /// Seconds between tries, fractions allowed (default 30, or cvm_cluster_interval).
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
     pub interval: Option<Duration>,
-    pub no_wait_ready: bool,
+    /// The PIN service URL (default: cvm_service_url, else https://cernvm-online.cern.ch).
+    #[arg(long, value_name = "URL")]
+    pub service_url: Option<String>,
+    /// Extra trusted CA certificates (PEM) for an https service (or cvm_cluster_ca_file).
+    #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The cluster PIN (default: cvm_cluster_pin).
+    #[arg(long, value_name = "PIN", value_parser = parse_pin)]
+    pub pin: Option<Pin>,
+    /// This node's role (default: cvm_cluster_master: yes = master, auto = election).
+    #[arg(long, value_enum)]
+    pub role: Option<RoleRequest>,
+    /// Address or interface name to publish as master_ip (default: cvm_cluster_address, else
+    /// the source address toward the PIN service).
+    #[arg(long, value_name = "ADDR|IFACE")]
+    pub address: Option<String>,
+    /// Workers fetch values without waiting for master_ready (or cvm_cluster_wait_ready=no).
+    #[arg(long)]
+    pub no_wait_ready: bool,
+    /// Seconds one request may take before it counts as a timeout and is retried (default
+    /// 20; a long-poll adds its wait).
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
     pub request_timeout: Option<Duration>,
+}
+
+/// `--pin`: wrapped at once so that no `Debug` print of the arguments shows it.
+fn parse_pin(text: &str) -> Result<Pin, std::convert::Infallible> {
+    Ok(Pin::new(text))
 }
 
 /// Everything a contextualization run needs to know, settled before any network traffic.
@@ -143,7 +170,8 @@ impl AgentConfig {
         let from_block = |key: &str| block.and_then(|b| b.get(key)).map(str::trim);
         let Some(pin) = overrides
             .pin
-            .as_deref()
+            .as_ref()
+            .map(Pin::expose)
             .or_else(|| from_block(keys::PIN))
             .filter(|p| !p.is_empty())
         else {
@@ -282,7 +310,7 @@ mod tests {
     #[test]
     fn overrides_and_defaults() {
         let overrides = Overrides {
-            pin: Some("enico1qq0oey".into()),
+            pin: Some(Pin::new("enico1qq0oey")),
             tries: Some(3),
             interval: Some(Duration::from_secs(1)),
             ..Overrides::default()

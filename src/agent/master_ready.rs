@@ -3,11 +3,12 @@
 
 use super::{
     config::{AgentConfig, RoleRequest},
+    error::AgentError,
     state::{Role, StateStore},
 };
 use crate::{
     client::{
-        retry::{retry, Attempt, Schedule},
+        retry::{retry, Attempt, Schedule, Step},
         Created, PinClient,
     },
     protocol::KEY_MASTER_READY,
@@ -24,7 +25,7 @@ pub enum Announced {
     NotMaster,
 }
 
-pub async fn run(config: &AgentConfig, store: &StateStore) -> anyhow::Result<Announced> {
+pub async fn run(config: &AgentConfig, store: &StateStore) -> Result<Announced, AgentError> {
     let mut state = store.load(config.pin.expose());
     let is_master = match config.role {
         RoleRequest::Worker => false,
@@ -37,10 +38,7 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> anyhow::Result<Ann
     };
     if !is_master {
         if config.role == RoleRequest::Master {
-            anyhow::bail!(
-                "not announcing master_ready: contextualization has not succeeded on this \
-                 master (see the clusterctx-contextualize journal)"
-            );
+            return Err(AgentError::NotContextualized);
         }
         tracing::info!("this node is not the cluster master: nothing to announce");
         return Ok(Announced::NotMaster);
@@ -50,10 +48,16 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> anyhow::Result<Ann
         return Ok(Announced::AlreadyPublished);
     }
 
-    let client = PinClient::new(&config.service_url, &config.client)?;
+    let client = PinClient::new(&config.service_url, &config.client)
+        .map_err(|err| AgentError::Config(err.into()))?;
     let mut schedule = Schedule::new(config.policy);
     let (client, pin) = (&client, &config.pin);
-    retry(&mut schedule, "publishing master_ready", |_| async move {
+    let step = Step {
+        what: "publishing master_ready",
+        key: Some(KEY_MASTER_READY),
+        url: &config.service_url,
+    };
+    retry(&mut schedule, &step, |_| async move {
         // Any existing value means an earlier run of ours got there first: idempotent.
         match client.create_key(pin, KEY_MASTER_READY, "yes").await? {
             Created::Created => tracing::info!("published master_ready=yes"),
@@ -62,8 +66,10 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> anyhow::Result<Ann
         Ok::<_, crate::client::ClientError>(Attempt::Done(()))
     })
     .await
-    .map_err(|err| super::contextualize::explain(err, pin))?;
+    .map_err(|err| AgentError::from_service(err, pin))?;
     state.master_ready_published = true;
-    store.save(&mut state)?;
+    store
+        .save(&mut state)
+        .map_err(|err| AgentError::State(err.into()))?;
     Ok(Announced::Published)
 }

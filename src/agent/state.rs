@@ -46,7 +46,8 @@ pub enum Outcome {
     Failed { error: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` is written out below: the PIN is stored whole, but never printed whole.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub format: u32,
     /// The PIN this state belongs to: a new PIN in the context starts from scratch.
@@ -63,6 +64,22 @@ pub struct State {
     pub master_ready_published: bool,
     /// RFC 3339, for people reading the file.
     pub updated_at: String,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("format", &self.format)
+            .field("pin", &crate::secret::redact(&self.pin))
+            .field("role", &self.role)
+            .field("published_address", &self.published_address)
+            .field("values", &self.values)
+            .field("files", &self.files)
+            .field("outcome", &self.outcome)
+            .field("master_ready_published", &self.master_ready_published)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 impl State {

@@ -1,13 +1,17 @@
 //! The HTTP client for the PIN service, legacy or ours.
 //!
-//! Every call answers with a [`ClientError`] that says whether trying again can help
-//! ([`ClientError::is_transient`]): the agent retries transient faults on its schedule and stops
-//! at once on permanent ones. URLs in errors and logs carry the PIN redacted.
+//! Every call goes out through one request helper and answers with a [`ClientError`]
+//! ([`error`]) that says whether trying again can help ([`ClientError::is_transient`]): the
+//! agent retries transient faults on its schedule ([`retry`]) and stops at once on permanent
+//! ones. URLs in errors and logs carry the PIN redacted.
 //!
 //! The client learns what kind of server it talks to from the first answer: ours names itself
 //! in [`protocol::SERVICE_HEADER`]; a legacy Django service does not.
 
+pub mod error;
 pub mod retry;
+
+pub use error::{classify_status, ClientError, Retry};
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 
@@ -26,99 +30,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Answers larger than this are not from a PIN service (values are at most 1000 characters).
 const MAX_BODY: usize = 256 * 1024;
-
-/// Whether a failed call can succeed later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// The network, a restarting server, overload: try again on the schedule.
-    Transient,
-    /// The request itself is wrong or refused (bad PIN, key taken, forbidden): retrying is
-    /// pointless and only delays the boot.
-    Permanent,
-}
-
-/// A failed call to the PIN service. `url` always has the PIN redacted.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("{method} {url}: HTTP {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Status {
-        method: Method,
-        url: String,
-        status: StatusCode,
-        /// The server's own error message, if it sent one we could read.
-        detail: Option<String>,
-        /// How soon the server said to come back (`Retry-After` in seconds), e.g. while it
-        /// restarts; capped by the caller's own schedule.
-        retry_after: Option<Duration>,
-    },
-    #[error("{method} {url}: {message}")]
-    Transport {
-        method: Method,
-        url: String,
-        message: String,
-    },
-    /// The server's certificate is not trusted: it will not become trusted by waiting.
-    #[error("{method} {url}: TLS certificate not accepted: {message} (for a private CA, give its bundle with --ca-file or cvm_cluster_ca_file)")]
-    Certificate {
-        method: Method,
-        url: String,
-        message: String,
-    },
-    #[error("{method} {url}: unreadable answer: {message}")]
-    Malformed {
-        method: Method,
-        url: String,
-        message: String,
-    },
-    #[error("invalid {what}: {message}")]
-    Invalid { what: &'static str, message: String },
-}
-
-impl ClientError {
-    /// Sorted as PROTOCOL.md part 2 says: network faults, 408, 429 and 5xx are transient;
-    /// every other status and every malformed answer is permanent.
-    pub fn retry(&self) -> Retry {
-        match self {
-            ClientError::Transport { .. } => Retry::Transient,
-            ClientError::Status { status, .. } => classify_status(*status),
-            ClientError::Certificate { .. }
-            | ClientError::Malformed { .. }
-            | ClientError::Invalid { .. } => Retry::Permanent,
-        }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        self.retry() == Retry::Transient
-    }
-
-    /// The server's `Retry-After`, on an answer that had one.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ClientError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// The HTTP status, when the server answered at all.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            ClientError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-/// The retry decision for a status that is not the expected success.
-pub fn classify_status(status: StatusCode) -> Retry {
-    if status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-    {
-        Retry::Transient
-    } else {
-        Retry::Permanent
-    }
-}
 
 /// What answered: our service (with the features it announced) or a legacy one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,18 +182,14 @@ impl PinClient {
     /// `POST /api/v1/clusters`: a new PIN (and, from our service, its admin token).
     pub async fn create_cluster(&self) -> Result<ClusterInfo, ClientError> {
         let url = format!("{}{}", self.base, protocol::API_PREFIX);
-        let answer = self
-            .send(Method::POST, &url, None, self.http.post(&url))
-            .await?;
+        let answer = self.send(Method::POST, &url, None, |r| r).await?;
         answer.expect(StatusCode::CREATED)?.json()
     }
 
     /// `GET /api/v1/clusters/<pin>`.
     pub async fn cluster(&self, pin: &Pin) -> Result<ClusterInfo, ClientError> {
         let url = self.cluster_url(pin)?;
-        let answer = self
-            .send(Method::GET, &url, Some(pin), self.http.get(&url))
-            .await?;
+        let answer = self.send(Method::GET, &url, Some(pin), |r| r).await?;
         answer.expect(StatusCode::OK)?.json()
     }
 
@@ -293,17 +200,16 @@ impl PinClient {
         token: Option<&AdminToken>,
     ) -> Result<(), ClientError> {
         let url = self.cluster_url(pin)?;
-        let request = with_token(self.http.delete(&url), token);
-        let answer = self.send(Method::DELETE, &url, Some(pin), request).await?;
+        let answer = self
+            .send(Method::DELETE, &url, Some(pin), |r| with_token(r, token))
+            .await?;
         answer.expect(StatusCode::NO_CONTENT).map(drop)
     }
 
     /// `GET /api/v1/clusters/<pin>/keys`.
     pub async fn list_keys(&self, pin: &Pin) -> Result<Vec<KeyItem>, ClientError> {
         let url = format!("{}/keys", self.cluster_url(pin)?);
-        let answer = self
-            .send(Method::GET, &url, Some(pin), self.http.get(&url))
-            .await?;
+        let answer = self.send(Method::GET, &url, Some(pin), |r| r).await?;
         answer.expect(StatusCode::OK)?.json()
     }
 
@@ -327,12 +233,12 @@ impl PinClient {
                 request_timeout += wait;
             }
         }
-        let request = self
-            .http
-            .get(&url)
-            .header(header::ACCEPT, "application/json")
-            .timeout(request_timeout);
-        let answer = self.send(Method::GET, &url, Some(pin), request).await?;
+        let answer = self
+            .send(Method::GET, &url, Some(pin), |r| {
+                r.header(header::ACCEPT, "application/json")
+                    .timeout(request_timeout)
+            })
+            .await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -359,11 +265,13 @@ impl PinClient {
         let url = format!("{}/keys", self.cluster_url(pin)?);
         check_key_name(key)?;
         check_value(value)?;
-        let request = self.http.post(&url).json(&KeyItem {
+        let item = KeyItem {
             key: key.to_string(),
             value: value.to_string(),
-        });
-        let answer = self.send(Method::POST, &url, Some(pin), request).await?;
+        };
+        let answer = self
+            .send(Method::POST, &url, Some(pin), |r| r.json(&item))
+            .await?;
         if answer.status == StatusCode::CONFLICT {
             return Ok(Created::AlreadyExists);
         }
@@ -381,11 +289,15 @@ impl PinClient {
     ) -> Result<(), ClientError> {
         let url = self.key_url(pin, key)?;
         check_value(value)?;
-        let request = with_token(self.http.put(&url), token).json(&KeyItem {
+        let item = KeyItem {
             key: key.to_string(),
             value: value.to_string(),
-        });
-        let answer = self.send(Method::PUT, &url, Some(pin), request).await?;
+        };
+        let answer = self
+            .send(Method::PUT, &url, Some(pin), |r| {
+                with_token(r, token).json(&item)
+            })
+            .await?;
         answer.expect(StatusCode::OK).map(drop)
     }
 
@@ -397,8 +309,9 @@ impl PinClient {
         token: Option<&AdminToken>,
     ) -> Result<(), ClientError> {
         let url = self.key_url(pin, key)?;
-        let request = with_token(self.http.delete(&url), token);
-        let answer = self.send(Method::DELETE, &url, Some(pin), request).await?;
+        let answer = self
+            .send(Method::DELETE, &url, Some(pin), |r| with_token(r, token))
+            .await?;
         answer.expect(StatusCode::NO_CONTENT).map(drop)
     }
 
@@ -417,15 +330,17 @@ impl PinClient {
         Ok(format!("{}/keys/{key}", self.cluster_url(pin)?))
     }
 
-    /// Sends a request and reads the whole answer (bounded), turning transport faults into
+    /// The one way a request goes out: `method` to `url`, with whatever `build` adds (headers,
+    /// body, timeout). Reads the whole answer (bounded), turning transport faults into
     /// [`ClientError::Transport`] (or [`ClientError::Certificate`]) with the PIN redacted.
     async fn send(
         &self,
         method: Method,
         url: &str,
         pin: Option<&Pin>,
-        request: reqwest::RequestBuilder,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<Answer, ClientError> {
+        let request = build(self.http.request(method.clone(), url));
         let shown_url = match pin {
             Some(pin) => redacted_url(url, pin),
             None => url.to_string(),
@@ -661,18 +576,6 @@ mod tests {
         assert!(normalize_service_url("").is_err());
         assert!(normalize_service_url("ftp://x").is_err());
         assert!(normalize_service_url("http://x/?a=b").is_err());
-    }
-
-    #[test]
-    fn statuses_are_sorted() {
-        for transient in [408, 429, 500, 502, 503, 504] {
-            let status = StatusCode::from_u16(transient).unwrap();
-            assert_eq!(classify_status(status), Retry::Transient, "{status}");
-        }
-        for permanent in [400, 401, 403, 404, 409, 410, 413] {
-            let status = StatusCode::from_u16(permanent).unwrap();
-            assert_eq!(classify_status(status), Retry::Permanent, "{status}");
-        }
     }
 
     #[test]

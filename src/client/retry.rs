@@ -80,33 +80,46 @@ pub enum RetryError<E: Retryable> {
     /// A permanent fault: retrying cannot help.
     #[error(transparent)]
     Permanent(E),
-    /// The schedule ran out.
-    #[error("{what}: gave up after {tries} tries{}", last.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    /// The tries or the window ran out.
+    #[error("{what}: gave up after {used} of {tries} tries ({:.1}s window){}{}", window.as_secs_f64(), if *cut_off { "; the window closed before the last try was answered" } else { "" }, last.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     GaveUp {
         what: String,
+        /// Tries spent by the whole schedule (waiting or failed ones).
+        used: u32,
+        /// The schedule's budget.
         tries: u32,
+        window: Duration,
+        /// The last transient fault, if the last tries failed rather than found nothing yet.
         last: Option<E>,
+        /// The last try was still waiting for its answer when the window closed: the peer is
+        /// too slow (or drips its answer), which is a failure like `last`.
+        cut_off: bool,
     },
 }
 
 /// The tries of one boot step, shared by its sub-steps (check the PIN, wait for
 /// `master_ready`, fetch each key) so that together they never exceed the policy's window.
 /// A try that finishes its sub-step is free: the budget counts the tries that waited or
-/// failed, each of which takes at most one slot.
+/// failed, each of which takes at most one slot. The window is also a deadline from the
+/// schedule's creation: no try starts after it and no try outlives it, whatever the peer
+/// does (drips its answer, says `Retry-After: 0`).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     policy: RetryPolicy,
     used: u32,
+    deadline: Instant,
 }
 
 impl Schedule {
     pub fn new(policy: RetryPolicy) -> Self {
+        let policy = RetryPolicy {
+            tries: policy.tries.max(1),
+            ..policy
+        };
         Schedule {
-            policy: RetryPolicy {
-                tries: policy.tries.max(1),
-                ..policy
-            },
+            policy,
             used: 0,
+            deadline: Instant::now() + policy.window(),
         }
     }
 
@@ -118,14 +131,44 @@ impl Schedule {
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
+
+    /// When the window closes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn gave_up<E: Retryable>(&self, what: &str, last: Option<E>, cut_off: bool) -> RetryError<E> {
+        RetryError::GaveUp {
+            what: what.to_string(),
+            used: self.used,
+            tries: self.policy.tries,
+            window: self.policy.window(),
+            last,
+            cut_off,
+        }
+    }
 }
 
-/// Runs `attempt` on `schedule`, logging one line per try (`{what} (try 3/50)`). `attempt`
-/// receives its slot (a long-poll waits about that long). Permanent errors end at once;
-/// transient ones and [`Attempt::NotYet`] go on to the next slot while tries remain.
+/// What a retried step is, for its log lines: the sentence, and the same as structured
+/// fields (`key`, `url`) so that a journal can be filtered without parsing sentences.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    /// `waiting for master_ready`, `publishing master_ip`, ...
+    pub what: &'a str,
+    /// The key the step reads or writes, if any.
+    pub key: Option<&'a str>,
+    /// The service it talks to.
+    pub url: &'a str,
+}
+
+/// Runs `attempt` on `schedule`, logging one line per try (`{what} (try 3/50)`, with the
+/// fields `try`, `tries`, `key`, `url`). `attempt` receives its slot (a long-poll waits about
+/// that long), never more than the time left in the window, and is cut off at the window's
+/// end. Permanent errors end at once; transient ones and [`Attempt::NotYet`] go on to the
+/// next slot while tries and time remain.
 pub async fn retry<T, E, F, Fut>(
     schedule: &mut Schedule,
-    what: &str,
+    step: &Step<'_>,
     mut attempt: F,
 ) -> Result<T, RetryError<E>>
 where
@@ -133,14 +176,36 @@ where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Result<Attempt<T>, E>>,
 {
+    let what = step.what;
     let tries = schedule.policy.tries;
     let mut last_error = None;
     while schedule.used < tries {
-        let slot = schedule.policy.slot();
         let started = Instant::now();
-        tracing::info!("{what} (try {}/{tries})", schedule.used + 1);
+        let left = schedule.deadline.saturating_duration_since(started);
+        if left.is_zero() {
+            break;
+        }
+        let slot = schedule.policy.slot().min(left);
+        let number = schedule.used + 1;
+        tracing::info!(
+            r#try = number,
+            tries,
+            key = step.key,
+            url = step.url,
+            "{what} (try {number}/{tries})"
+        );
         let mut next_try = started + slot;
-        let outcome = attempt(slot).await;
+        let Ok(outcome) = tokio::time::timeout_at(schedule.deadline, attempt(slot)).await else {
+            schedule.used += 1;
+            tracing::warn!(
+                r#try = number,
+                tries,
+                key = step.key,
+                url = step.url,
+                "{what}: the window closed during try {number}"
+            );
+            return Err(schedule.gave_up(what, last_error, true));
+        };
         // Only tries that did not finish count against the budget: it bounds waiting, and a
         // step that succeeds at once must not shorten the wait for the next one.
         if !matches!(outcome, Ok(Attempt::Done(_))) {
@@ -150,24 +215,30 @@ where
             Ok(Attempt::Done(value)) => return Ok(value),
             Ok(Attempt::NotYet) => last_error = None,
             Err(err) if err.is_transient() => {
-                tracing::warn!("{what}: {err} (will retry)");
-                // Sooner if the peer says so, never later than the slot: the window holds.
+                tracing::warn!(
+                    r#try = number,
+                    tries,
+                    key = step.key,
+                    url = step.url,
+                    "{what}: {err} (will retry)"
+                );
+                // Later if the peer says so, never sooner than the slot: a busy proxy's
+                // `Retry-After: 0` must not burn the whole budget in a moment.
                 if let Some(after) = err.retry_after() {
-                    next_try = next_try.min(Instant::now() + after);
+                    next_try = next_try.max(Instant::now() + after);
                 }
                 last_error = Some(err);
             }
             Err(err) => return Err(RetryError::Permanent(err)),
         }
         if schedule.used < tries {
+            if next_try >= schedule.deadline {
+                break;
+            }
             tokio::time::sleep_until(next_try).await;
         }
     }
-    Err(RetryError::GaveUp {
-        what: what.to_string(),
-        tries,
-        last: last_error,
-    })
+    Err(schedule.gave_up(what, last_error, false))
 }
 
 #[cfg(test)]
@@ -180,6 +251,14 @@ mod tests {
             tries,
             interval: Duration::from_secs(30),
         })
+    }
+
+    fn step(what: &str) -> Step<'_> {
+        Step {
+            what,
+            key: None,
+            url: "http://x",
+        }
     }
 
     fn status_error(code: u16) -> ClientError {
@@ -231,7 +310,7 @@ mod tests {
         let started = Instant::now();
         let result = retry(
             &mut schedule(5),
-            "waiting",
+            &step("waiting"),
             scripted(|n| match n {
                 1 => Err(status_error(503)),
                 2 => Ok(Attempt::NotYet),
@@ -249,7 +328,7 @@ mod tests {
     async fn permanent_errors_end_at_once() {
         let started = Instant::now();
         let mut calls = 0;
-        let result: Result<(), _> = retry(&mut schedule(50), "publishing", |_| {
+        let result: Result<(), _> = retry(&mut schedule(50), &step("publishing"), |_| {
             calls += 1;
             async { Err(status_error(404)) }
         })
@@ -263,11 +342,15 @@ mod tests {
     async fn gives_up_after_the_window_with_the_last_error() {
         let started = Instant::now();
         let mut sched = schedule(4);
-        let result: Result<(), _> =
-            retry(&mut sched, "waiting", |_| async { Err(status_error(502)) }).await;
+        let result: Result<(), _> = retry(&mut sched, &step("waiting"), |_| async {
+            Err(status_error(502))
+        })
+        .await;
         match result {
-            Err(RetryError::GaveUp { tries, last, .. }) => {
-                assert_eq!(tries, 4);
+            Err(RetryError::GaveUp {
+                used, tries, last, ..
+            }) => {
+                assert_eq!((used, tries), (4, 4));
                 assert_eq!(last.unwrap().status(), Some(StatusCode::BAD_GATEWAY));
             }
             other => panic!("unexpected {other:?}"),
@@ -278,34 +361,107 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retry_after_brings_the_next_try_forward_but_never_past_the_slot() {
+    async fn retry_after_zero_never_brings_a_try_forward() {
+        // A busy proxy answering 503 with `Retry-After: 0` to every try.
+        let started = Instant::now();
+        let mut calls = 0;
+        let result: Result<(), _> = retry(&mut schedule(5), &step("waiting"), |_| {
+            calls += 1;
+            async { Err(unavailable(Duration::ZERO)) }
+        })
+        .await;
+        assert!(matches!(result, Err(RetryError::GaveUp { used: 5, .. })));
+        assert_eq!(calls, 5);
+        // Four gaps of at least the shortest slot (24 s), as without the header.
+        assert!(
+            started.elapsed() >= Duration::from_secs(96),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_retry_after_is_honoured_within_the_window() {
         let started = Instant::now();
         let result = retry(
             &mut schedule(5),
-            "waiting",
+            &step("waiting"),
             scripted(|n| match n {
-                1 => Err(unavailable(Duration::from_secs(1))),
-                2 => Err(unavailable(Duration::from_secs(3600))),
+                1 => Err(unavailable(Duration::from_secs(50))),
                 _ => Ok(Attempt::Done(())),
             }),
         )
         .await;
         assert!(result.is_ok());
-        // 1 s after the first try, then at most one slot (36 s) after the second.
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_secs(25), "{elapsed:?}");
-        assert!(elapsed <= Duration::from_secs(37), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_secs(50), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_secs(51), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_the_window_gives_up_at_once() {
+        let started = Instant::now();
+        let mut sched = schedule(3);
+        let result: Result<(), _> = retry(&mut sched, &step("waiting"), |_| async {
+            Err(unavailable(Duration::from_secs(3600)))
+        })
+        .await;
+        assert!(matches!(result, Err(RetryError::GaveUp { used: 1, .. })));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_never_ends_is_cut_at_the_window() {
+        // A peer dripping its answer: every try would outlast its slot.
+        let started = Instant::now();
+        let mut sched = schedule(3);
+        let window = sched.policy().window();
+        let mut calls = 0;
+        let result: Result<(), _> = retry(&mut sched, &step("waiting"), |_| {
+            calls += 1;
+            async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, ClientError>(Attempt::NotYet)
+            }
+        })
+        .await;
+        assert!(matches!(
+            result,
+            Err(RetryError::GaveUp { cut_off: true, .. })
+        ));
+        assert_eq!(calls, 1);
+        assert_eq!(started.elapsed(), window);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_never_reach_past_the_window() {
+        // A long-poll near the end of the window is offered only the time left.
+        let mut sched = schedule(2);
+        let deadline = sched.deadline();
+        tokio::time::sleep(sched.policy().window() - Duration::from_secs(5)).await;
+        let mut offered = Vec::new();
+        let result: Result<(), _> = retry(&mut sched, &step("waiting"), |slot| {
+            offered.push(slot);
+            async { Ok::<_, ClientError>(Attempt::NotYet) }
+        })
+        .await;
+        assert!(matches!(result, Err(RetryError::GaveUp { .. })));
+        assert_eq!(offered, [Duration::from_secs(5)]);
+        assert!(Instant::now() <= deadline);
     }
 
     #[tokio::test(start_paused = true)]
     async fn steps_share_one_budget() {
         let mut sched = schedule(3);
         let first: Result<(), RetryError<ClientError>> =
-            retry(&mut sched, "first", |_| async { Ok(Attempt::NotYet) }).await;
+            retry(&mut sched, &step("first"), |_| async {
+                Ok(Attempt::NotYet)
+            })
+            .await;
         assert!(matches!(first, Err(RetryError::GaveUp { tries: 3, .. })));
         assert_eq!(sched.used(), 3);
         let mut calls = 0;
-        let second: Result<(), _> = retry(&mut sched, "second", |_| {
+        let second: Result<(), _> = retry(&mut sched, &step("second"), |_| {
             calls += 1;
             async { Ok::<_, ClientError>(Attempt::Done(())) }
         })
@@ -318,14 +474,14 @@ mod tests {
     async fn steps_that_finish_at_once_cost_no_tries() {
         // A master with --tries 2: check the PIN, find the address, publish, all at once.
         let mut sched = schedule(2);
-        for step in ["checking", "finding", "publishing"] {
+        for name in ["checking", "finding", "publishing"] {
             let done: Result<(), RetryError<ClientError>> =
-                retry(&mut sched, step, |_| async { Ok(Attempt::Done(())) }).await;
-            assert!(done.is_ok(), "{step}");
+                retry(&mut sched, &step(name), |_| async { Ok(Attempt::Done(())) }).await;
+            assert!(done.is_ok(), "{name}");
         }
         assert_eq!(sched.used(), 0);
         let mut calls = 0;
-        let waited = retry(&mut sched, "waiting", |_| {
+        let waited = retry(&mut sched, &step("waiting"), |_| {
             calls += 1;
             let n = calls;
             async move {
@@ -346,7 +502,7 @@ mod tests {
         // A long-poll that spent its whole slot at the server: the next try starts at once.
         let started = Instant::now();
         let mut calls = 0;
-        let result = retry(&mut schedule(3), "waiting", |slot| {
+        let result = retry(&mut schedule(3), &step("waiting"), |slot| {
             calls += 1;
             let n = calls;
             async move {

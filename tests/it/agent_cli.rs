@@ -11,6 +11,8 @@ use std::process::{Command, Output};
 #[cfg(feature = "server")]
 use server_support::ServeProcess;
 
+use clusterctx::agent::error::{code, EXIT_CODES};
+
 const BIN: &str = env!("CARGO_BIN_EXE_clusterctx");
 
 const WORKER: &str = "[example_section]\nmy_master_ip=###MASTER_IP_PLACEHOLDER###\n\n[ucernvm-begin]\ncvm_cluster_pin=PIN\ncvm_service_url=URL\ncvm_cluster_interval=0.2\ncvm_cluster_tries=50\n[ucernvm-end]\n";
@@ -62,7 +64,7 @@ fn a_broken_block_names_file_and_line_and_changes_nothing() {
         "a=###MASTER_IP_PLACEHOLDER###\n\n[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\n";
     std::fs::write(&file, content).unwrap();
     let out = clusterctx(&["contextualize", "--context", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(i32::from(code::NOINPUT)));
     let err = stderr(&out);
     assert!(err.contains("worker.txt:3"), "{err}");
     assert!(err.starts_with("error: "), "{err}");
@@ -72,8 +74,98 @@ fn a_broken_block_names_file_and_line_and_changes_nothing() {
 #[test]
 fn a_missing_context_file_is_an_error() {
     let out = clusterctx(&["contextualize", "--context", "/nonexistent/user-data"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(i32::from(code::NOINPUT)));
     assert!(stderr(&out).contains("/nonexistent/user-data"));
+}
+
+#[test]
+fn a_bad_setting_exits_with_the_config_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("user-data");
+    std::fs::write(
+        &file,
+        "[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\ncvm_cluster_tries=many\n[ucernvm-end]\n",
+    )
+    .unwrap();
+    for command in ["contextualize", "check", "master-ready"] {
+        let out = clusterctx(&[command, "--context", file.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(code::CONFIG)),
+            "{command}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_service_exits_with_the_unavailable_code() {
+    // A port nobody listens on: every try is refused, the window closes.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("user-data");
+    let content = WORKER
+        .replace("PIN", "enico1qq0oey")
+        .replace("URL", &format!("http://127.0.0.1:{port}"))
+        .replace("[ucernvm-end]", "cvm_cluster_mastr=yes\n[ucernvm-end]");
+    std::fs::write(&file, &content).unwrap();
+    let state = dir.path().join("state");
+    let out = clusterctx(&[
+        "contextualize",
+        "--context",
+        file.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--tries",
+        "2",
+        "--interval",
+        "0.1",
+    ]);
+    let log = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(code::UNAVAILABLE)),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), content);
+    // What `check` warns about reaches the boot journal too.
+    assert!(
+        log.contains("WARN") && log.contains("unknown key cvm_cluster_mastr"),
+        "{log}"
+    );
+    assert!(log.contains("try=2 tries=2"), "{log}");
+}
+
+#[test]
+fn the_exit_codes_are_in_the_help() {
+    for command in ["contextualize", "master-ready", "check"] {
+        let help = stdout(&clusterctx(&[command, "--help"]));
+        for row in EXIT_CODES {
+            assert!(
+                help.contains(&format!("{:>3}  {}", row.code, row.meaning)),
+                "{command} --help lacks {}: {help}",
+                row.code
+            );
+        }
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for row in EXIT_CODES {
+        let again = if row.retry_helps { "yes" } else { "no" };
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", row.code)))
+            .unwrap_or_else(|| panic!("README.md's exit codes lack {}", row.code));
+        assert!(
+            row.code == 0 || line.ends_with(&format!("| {again} |")) || line.contains("| no:"),
+            "README.md says otherwise about {}: {line}",
+            row.code
+        );
+    }
 }
 
 #[test]
@@ -172,6 +264,14 @@ fn a_cluster_of_processes_against_a_service_process() {
             log.contains("waiting for master_ready (try 2/50)") || log.contains("got master_ready"),
             "{log}"
         );
+        // The same as fields, for `journalctl` filters (printed as `name=value` on stderr).
+        let waiting = log
+            .lines()
+            .find(|l| l.contains("waiting for master_ready (try 1/50)"))
+            .unwrap_or_else(|| panic!("no first try logged: {log}"));
+        for field in ["try=1", "tries=50", "key=\"master_ready\"", "url="] {
+            assert!(waiting.contains(field), "{field} missing: {waiting}");
+        }
         assert!(std::fs::read_to_string(&file)
             .unwrap()
             .contains("my_master_ip=127.0.0.1\n"));
@@ -189,4 +289,84 @@ fn a_cluster_of_processes_against_a_service_process() {
         "{}",
         stderr(&keys)
     );
+}
+
+#[test]
+fn no_debug_print_shows_a_pin_or_token() {
+    use clap::Parser;
+    use clusterctx::{
+        agent::{files::ContextSet, state::State, Plan},
+        cli::{Cli, Command},
+    };
+
+    const SECRET_PIN: &str = "zq7kx3m9w2pa";
+    const TOKEN: &str = "tok3n-0123456789abcdef";
+    let command_lines: [&[&str]; 6] = [
+        &["contextualize", "--pin", SECRET_PIN],
+        &["check", "--pin", SECRET_PIN],
+        &[
+            "pin",
+            "delete",
+            "--service",
+            "http://x",
+            "--token",
+            TOKEN,
+            SECRET_PIN,
+        ],
+        &[
+            "key",
+            "get",
+            "--service",
+            "http://x",
+            SECRET_PIN,
+            "master_ip",
+        ],
+        &[
+            "key",
+            "set",
+            "--service",
+            "http://x",
+            "--token",
+            TOKEN,
+            SECRET_PIN,
+            "k",
+            "v",
+        ],
+        &[
+            "key",
+            "delete",
+            "--service",
+            "http://x",
+            "--token",
+            TOKEN,
+            SECRET_PIN,
+            "k",
+        ],
+    ];
+    let mut printed = Vec::new();
+    for args in command_lines {
+        let cli = Cli::try_parse_from([&["clusterctx"], args].concat()).unwrap();
+        if let Command::Contextualize(args) = &cli.command {
+            // The settings and the plan made from them hold the PIN too.
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("user-data");
+            let block = format!("[ucernvm-begin]\ncvm_cluster_pin={SECRET_PIN}\n[ucernvm-end]\n");
+            std::fs::write(&file, block + "x=###MASTER_IP_PLACEHOLDER###\n").unwrap();
+            let contexts = ContextSet::load(&[file]).unwrap();
+            let plan = Plan::build(&contexts, &args.agent.overrides)
+                .unwrap()
+                .unwrap();
+            printed.push(format!("{plan:?}"));
+            let files = format!("{contexts:?}");
+            assert!(!files.contains(SECRET_PIN), "the PIN leaked: {files}");
+        }
+        printed.push(format!("{cli:?}"));
+    }
+    printed.push(format!("{:?}", State::new(SECRET_PIN)));
+    for text in &printed {
+        assert!(!text.contains(SECRET_PIN), "the PIN leaked: {text}");
+        assert!(!text.contains(TOKEN), "the token leaked: {text}");
+        // Not vacuous: each print does show the PIN, redacted.
+        assert!(text.contains("zq7…"), "{text}");
+    }
 }

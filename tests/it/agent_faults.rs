@@ -5,7 +5,11 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use clusterctx::agent::{config::RoleRequest, contextualize::Finished, state::Outcome};
+use clusterctx::{agent::address::AddressError, client::ClientError};
+
+use clusterctx::agent::{
+    config::RoleRequest, contextualize::Finished, error::code, state::Outcome, AgentError,
+};
 use support::{
     fast,
     faulty::{FaultServer, Reply, Request},
@@ -46,7 +50,7 @@ fn assert_failed(node: &Node, needle: &str) {
 
 /// Runs a worker with `context` against `server`, expecting it to fail without touching its
 /// context file; returns the node and the error.
-async fn worker_fails_unchanged(server: &FaultServer, context: &str) -> (Node, anyhow::Error) {
+async fn worker_fails_unchanged(server: &FaultServer, context: &str) -> (Node, AgentError) {
     let node = Node::new(context);
     let before = support::bytes(&node.files[0]);
     let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
@@ -111,14 +115,19 @@ async fn a_hanging_server_times_out_and_is_retried() {
 async fn a_master_ip_with_a_newline_never_reaches_the_file() {
     let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1\nrm -rf / #")).await;
     let (node, err) = worker_fails_unchanged(&server, WORKER_CONTEXT).await;
-    assert!(format!("{err:#}").contains("master_ip"), "{err:#}");
+    assert!(
+        matches!(&err, AgentError::UnsafeValue { key, .. } if key == "master_ip"),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), code::DATAERR);
     assert_failed(&node, "master_ip");
 }
 
 #[tokio::test]
 async fn a_master_ip_with_shell_metacharacters_is_refused() {
     let server = FaultServer::start(|request, _| healthy(request, "10.0.0.1;reboot")).await;
-    worker_fails_unchanged(&server, WORKER_CONTEXT).await;
+    let (_, err) = worker_fails_unchanged(&server, WORKER_CONTEXT).await;
+    assert!(matches!(err, AgentError::UnsafeValue { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -132,7 +141,11 @@ async fn a_generic_value_with_a_control_character_is_refused() {
     })
     .await;
     let context = format!("{WORKER_CONTEXT}motd=###GREETING_PLACEHOLDER###\n");
-    worker_fails_unchanged(&server, &context).await;
+    let (_, err) = worker_fails_unchanged(&server, &context).await;
+    assert!(
+        matches!(&err, AgentError::UnsafeValue { key, .. } if key == "greeting"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -140,11 +153,12 @@ async fn an_unknown_pin_fails_at_once() {
     let server = FaultServer::start(|_, _| Reply::json(404, r#"{"detail": "Not found."}"#)).await;
     let started = Instant::now();
     let (_, err) = worker_fails_unchanged(&server, WORKER_CONTEXT).await;
-    assert!(
-        format!("{err:#}").contains("does not know PIN eni…"),
-        "{err:#}"
-    );
-    assert!(!format!("{err:#}").contains(PIN), "the PIN leaked: {err:#}");
+    assert!(matches!(err, AgentError::PinUnknown { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), code::NOUSER);
+    // The message names the PIN the way every log line does: by its first characters only.
+    assert!(err.to_string().contains("PIN eni…"), "{err}");
+    assert!(!err.chain_text().contains(PIN), "the PIN leaked: {err:?}");
+    assert!(!format!("{err:?}").contains(PIN), "the PIN leaked: {err:?}");
     assert_eq!(
         server.requests().len(),
         1,
@@ -164,7 +178,11 @@ async fn a_master_ip_held_by_another_master_fails_at_once() {
     let mut overrides = fast(&server.url(), RoleRequest::Master);
     overrides.address = Some("10.1.1.1".into());
     let err = support::contextualize(&node, &overrides).await.unwrap_err();
-    assert!(format!("{err:#}").contains("another master"), "{err:#}");
+    assert!(
+        matches!(&err, AgentError::PinTaken { held, .. } if held == "10.9.9.9"),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), code::NOPERM);
     // check PIN, POST, GET: nothing retried
     assert_eq!(server.requests().len(), 3);
     assert_failed(&node, "another master");
@@ -205,9 +223,10 @@ async fn a_misspelt_interface_fails_at_once() {
     let started = Instant::now();
     let err = support::contextualize(&node, &overrides).await.unwrap_err();
     assert!(
-        format!("{err:#}").contains("no network interface etth0"),
-        "{err:#}"
+        matches!(&err, AgentError::Address(AddressError::NoSuchInterface { name }) if name == "etth0"),
+        "{err:?}"
     );
+    assert_eq!(err.exit_code(), code::CONFIG);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -218,7 +237,11 @@ async fn a_malformed_answer_is_permanent() {
     let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("unreadable answer"), "{err:#}");
+    assert!(
+        matches!(&err, AgentError::BadAnswer(e) if matches!(**e, ClientError::Malformed { .. })),
+        "{err:?}"
+    );
+    assert_eq!(err.exit_code(), code::PROTOCOL);
     assert_eq!(server.requests().len(), 1);
 }
 
@@ -232,7 +255,10 @@ async fn an_oversized_answer_is_refused() {
     let err = support::contextualize(&node, &fast(&server.url(), RoleRequest::Worker))
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("larger than"), "{err:#}");
+    assert!(
+        matches!(&err, AgentError::BadAnswer(e) if matches!(**e, ClientError::Malformed { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -245,10 +271,8 @@ async fn a_service_that_never_answers_well_is_given_up_within_the_window() {
     let started = Instant::now();
     let err = support::contextualize(&node, &overrides).await.unwrap_err();
     let elapsed = started.elapsed();
-    assert!(
-        format!("{err:#}").contains("gave up after 5 tries"),
-        "{err:#}"
-    );
+    assert!(matches!(err, AgentError::Unreachable(_)), "{err:?}");
+    assert_eq!(err.exit_code(), code::UNAVAILABLE);
     assert_eq!(server.requests().len(), 5);
     // 4 sleeps of 80-120 ms between 5 tries.
     assert!(elapsed >= Duration::from_millis(320), "{elapsed:?}");
@@ -285,4 +309,63 @@ async fn legacy_servers_are_polled_and_the_worker_waits_for_master_ready() {
         targets.iter().all(|t| !t.contains("wait=")),
         "no long-poll against a legacy server: {targets:?}"
     );
+}
+
+/// Five tries 0.2 s apart: a window of at most 1.2 s (the slots' jitter is 0.8 to 1.2).
+fn five_short_tries(server: &FaultServer) -> support::Overrides {
+    let mut overrides = fast(&server.url(), RoleRequest::Worker);
+    overrides.tries = Some(5);
+    overrides.interval = Some(Duration::from_millis(200));
+    overrides
+}
+
+#[tokio::test]
+async fn retry_after_zero_does_not_burn_the_window() {
+    let server = FaultServer::start(|_, _| Reply::RetryAfter(503, "{}".into(), 0)).await;
+    let node = Node::new(WORKER_CONTEXT);
+    let started = Instant::now();
+    let err = support::contextualize(&node, &five_short_tries(&server))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    eprintln!("Retry-After: 0, 5 tries x 0.2 s: {elapsed:?}");
+    assert_eq!(server.requests().len(), 5);
+    // Four gaps, none shorter than the shortest slot the schedule allows (0.8 x 0.2 s).
+    assert!(elapsed >= Duration::from_millis(640), "{elapsed:?}");
+    assert!(matches!(err, AgentError::Unreachable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_dripping_answer_cannot_outlast_the_window() {
+    let server = FaultServer::start(|_, _| Reply::Drip {
+        every: Duration::from_millis(100),
+    })
+    .await;
+    let node = Node::new(WORKER_CONTEXT);
+    let overrides = five_short_tries(&server);
+    let started = Instant::now();
+    let err = support::contextualize(&node, &overrides).await.unwrap_err();
+    let elapsed = started.elapsed();
+    eprintln!("dripping answer, 5 tries x 0.2 s, 2 s request timeout: {elapsed:?}");
+    // The window (1.2 s) plus one request timeout (2 s) is the hard limit.
+    assert!(elapsed <= Duration::from_millis(3200), "{elapsed:?}");
+    assert!(matches!(err, AgentError::Unreachable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_state_directory_that_cannot_be_written_is_its_own_failure() {
+    let server = FaultServer::start(|request, _| healthy(request, "10.0.0.4")).await;
+    let node = Node::new(WORKER_CONTEXT);
+    // A file where the state directory should be: it cannot be created.
+    let blocked = node.dir.path().join("not-a-directory");
+    std::fs::write(&blocked, "").unwrap();
+    let err = support::contextualize_files(
+        node.files.clone(),
+        blocked,
+        fast(&server.url(), RoleRequest::Worker),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, AgentError::State(_)), "{err:?}");
+    assert_eq!(err.exit_code(), code::CANTCREAT);
 }

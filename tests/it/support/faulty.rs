@@ -1,5 +1,6 @@
 //! A scripted HTTP server for faults a real PIN service cannot produce on demand: 5xx bursts,
-//! connection resets, hangs, malicious values. Real sockets, one request per connection.
+//! `Retry-After` from a busy proxy, connection resets, hangs, answers that drip, malicious
+//! values. Real sockets, one request per connection.
 //!
 //! The script is a closure from the request (and how many requests came before) to a reply,
 //! so each test states its server's behaviour in a few lines.
@@ -33,6 +34,12 @@ pub enum Reply {
     /// An answer with this status and body (JSON content type when the body starts with
     /// `{` or `[`).
     Status(u16, String),
+    /// The same with a `Retry-After: <secs>` header, as a busy proxy or a restarting service
+    /// sends it.
+    RetryAfter(u16, String, u64),
+    /// A 200 whose body comes one byte per `every`, never finishing within a test: a slow
+    /// or hostile peer that keeps each request alive as long as the client lets it.
+    Drip { every: Duration },
     /// Close the connection without answering (the client sees a reset or EOF).
     Reset,
     /// Keep the connection open and never answer.
@@ -144,20 +151,46 @@ async fn serve_one(
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
         }
-        Reply::Status(status, body) => {
-            let content_type = if body.starts_with('{') || body.starts_with('[') {
-                "application/json"
-            } else {
-                "text/plain"
-            };
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(answer.as_bytes()).await?;
-            stream.shutdown().await
+        Reply::Drip { every } => {
+            stream
+                .write_all(b"HTTP/1.1 200 X\r\ncontent-type: application/json\r\ncontent-length: 100000\r\nconnection: close\r\n\r\n")
+                .await?;
+            loop {
+                tokio::time::sleep(every).await;
+                stream.write_all(b" ").await?;
+            }
+        }
+        Reply::Status(status, body) => answer(&mut stream, status, &body, "").await,
+        Reply::RetryAfter(status, body, secs) => {
+            answer(
+                &mut stream,
+                status,
+                &body,
+                &format!("retry-after: {secs}\r\n"),
+            )
+            .await
         }
     }
+}
+
+/// Writes a whole answer with `extra` header lines (each ending in CRLF) and closes.
+async fn answer(
+    stream: &mut TcpStream,
+    status: u16,
+    body: &str,
+    extra: &str,
+) -> std::io::Result<()> {
+    let content_type = if body.starts_with('{') || body.starts_with('[') {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    let answer = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.shutdown().await
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

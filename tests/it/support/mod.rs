@@ -13,11 +13,18 @@ use std::{
     time::Duration,
 };
 
-use clusterctx::agent::{
-    config::{AgentConfig, Overrides, RoleRequest},
-    contextualize::{self, Finished},
-    files::ContextSet,
-    state::{State, StateStore},
+pub use clusterctx::agent::config::Overrides;
+#[cfg(feature = "server")]
+use clusterctx::agent::master_ready;
+use clusterctx::{
+    agent::{
+        config::RoleRequest,
+        contextualize::{self, Finished},
+        files::ContextSet,
+        state::{State, StateStore},
+        AgentError, Plan,
+    },
+    secret::Pin,
 };
 
 pub const PIN: &str = "enico1qq0oey";
@@ -72,7 +79,7 @@ impl Node {
 /// Overrides for a fast schedule against `url`.
 pub fn fast(url: &str, role: RoleRequest) -> Overrides {
     Overrides {
-        pin: Some(PIN.into()),
+        pin: Some(Pin::new(PIN)),
         role: Some(role),
         service_url: Some(url.into()),
         tries: Some(20),
@@ -82,16 +89,15 @@ pub fn fast(url: &str, role: RoleRequest) -> Overrides {
     }
 }
 
-fn load(files: &[PathBuf], overrides: &Overrides) -> anyhow::Result<(ContextSet, AgentConfig)> {
-    let contexts = ContextSet::load(files)?;
-    let block = contexts.block()?;
-    let config = AgentConfig::resolve(block.as_ref().map(|(_, b)| b), overrides)?
-        .expect("a PIN is configured");
-    Ok((contexts, config))
+/// The files and the plan made from them, as the commands make them.
+fn load(files: &[PathBuf], overrides: &Overrides) -> Result<(ContextSet, Plan), AgentError> {
+    let contexts = ContextSet::load(files).map_err(|err| AgentError::ContextFile(err.into()))?;
+    let plan = Plan::build(&contexts, overrides)?.expect("a PIN is configured");
+    Ok((contexts, plan))
 }
 
 /// Runs `clusterctx contextualize` for `node` in-process.
-pub async fn contextualize(node: &Node, overrides: &Overrides) -> anyhow::Result<Finished> {
+pub async fn contextualize(node: &Node, overrides: &Overrides) -> Result<Finished, AgentError> {
     contextualize_files(node.files.clone(), node.state_dir(), overrides.clone()).await
 }
 
@@ -100,9 +106,9 @@ pub async fn contextualize_files(
     files: Vec<PathBuf>,
     state_dir: PathBuf,
     overrides: Overrides,
-) -> anyhow::Result<Finished> {
-    let (contexts, config) = load(&files, &overrides)?;
-    contextualize::run(&contexts, &config, &StateStore::new(state_dir)).await
+) -> Result<Finished, AgentError> {
+    let (contexts, plan) = load(&files, &overrides)?;
+    contextualize::run(&plan, &contexts, &StateStore::new(state_dir)).await
 }
 
 /// Runs `clusterctx master-ready` for `node` in-process.
@@ -110,7 +116,7 @@ pub async fn contextualize_files(
 pub async fn master_ready(
     node: &Node,
     overrides: &Overrides,
-) -> anyhow::Result<clusterctx::agent::master_ready::Announced> {
+) -> Result<master_ready::Announced, AgentError> {
     master_ready_files(node.files.clone(), node.state_dir(), overrides.clone()).await
 }
 
@@ -120,9 +126,9 @@ pub async fn master_ready_files(
     files: Vec<PathBuf>,
     state_dir: PathBuf,
     overrides: Overrides,
-) -> anyhow::Result<clusterctx::agent::master_ready::Announced> {
-    let (_, config) = load(&files, &overrides)?;
-    clusterctx::agent::master_ready::run(&config, &StateStore::new(state_dir)).await
+) -> Result<master_ready::Announced, AgentError> {
+    let (_, plan) = load(&files, &overrides)?;
+    master_ready::run(&plan.config, &StateStore::new(state_dir)).await
 }
 
 pub fn bytes(path: &Path) -> Vec<u8> {
