@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the PIN service.
     #[cfg(feature = "server")]
-    Serve(crate::server::ServeArgs),
+    Serve(crate::server::Config),
     /// The boot step: read the ucernvm block, act as master or worker, fill placeholders.
     Contextualize(agent::ContextualizeArgs),
     /// On the master, once its boot has finished: publish master_ready=yes.
