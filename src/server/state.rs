@@ -13,13 +13,13 @@ use tokio::time::Instant;
 
 use super::{
     auth,
+    config::Config,
     error::ApiError,
     metrics::Metrics,
     ratelimit::MissLimiter,
     shutdown::{shut_down, Shutdown},
     store::{sqlite::SqliteStore, ClusterRecord, Inventory, NewKey, Store, StoreError, Swept},
     waiters::Waiters,
-    Config,
 };
 use crate::{
     protocol::{self, ClusterInfo, KeyItem},
@@ -416,7 +416,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{store::faulty::FaultyStore, ManualClock};
+    use crate::server::{clock::ManualClock, store::faulty::FaultyStore};
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
