@@ -66,12 +66,12 @@ impl FaultyStore {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write<'a, T: Send + 'a>(&'a self, op: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+    fn write<'a, T: Send + Unpin + 'a>(&'a self, op: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
         let (failure, delay) = {
             let mut faults = self.faults();
             (take(&mut faults.writes), faults.write_delay)
         };
-        Box::pin(async move {
+        StoreFuture::pending(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -82,9 +82,9 @@ impl FaultyStore {
         })
     }
 
-    fn read<'a, T: Send + 'a>(&'a self, op: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
+    fn read<'a, T>(&'a self, op: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
         match take(&mut self.faults().reads) {
-            Some(err) => Box::pin(std::future::ready(Err(err))),
+            Some(err) => StoreFuture::ready(Err(err)),
             None => op,
         }
     }

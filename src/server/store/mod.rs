@@ -14,12 +14,47 @@
 pub mod faulty;
 pub mod sqlite;
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use crate::secret::redact;
 
-/// What every store operation returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+/// What every store operation returns: an answer at hand (a read from a cache, without an
+/// allocation: the GET hot path costs what a map lookup costs) or a boxed future to await.
+pub enum StoreFuture<'a, T> {
+    Ready(Option<Result<T, StoreError>>),
+    Pending(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        StoreFuture::Ready(Some(result))
+    }
+
+    pub fn pending(future: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> Self {
+        StoreFuture::Pending(Box::pin(future))
+    }
+}
+
+impl<T: Unpin> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            StoreFuture::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .expect("a StoreFuture polled after it was ready"),
+            ),
+            StoreFuture::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
 
 /// Receives every committed change, from this process or (for a shared database) another.
 pub type ChangeSink = Arc<dyn Fn(Change<'_>) + Send + Sync>;

@@ -169,7 +169,7 @@ impl SqliteStore {
         F: FnOnce(&Inner, &mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
+        StoreFuture::pending(async move {
             tokio::task::spawn_blocking(move || {
                 let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
                 let conn = conn.as_mut().ok_or(StoreError::Closed)?;
@@ -248,8 +248,8 @@ fn load(conn: &Connection) -> anyhow::Result<HashMap<String, Cached>> {
 }
 
 /// A read answered from the cache, in the shape every store returns.
-fn ready<T: Send + 'static>(value: T) -> StoreFuture<'static, T> {
-    Box::pin(std::future::ready(Ok(value)))
+fn ready<T>(value: T) -> StoreFuture<'static, T> {
+    StoreFuture::ready(Ok(value))
 }
 
 impl Store for SqliteStore {
