@@ -150,10 +150,9 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     let tls = tls_acceptor(&config)?;
     let db = config.db.clone();
     let store: Arc<dyn store::Store> = tokio::task::spawn_blocking(move || {
-        anyhow::Ok(Arc::new(match db {
-            Some(path) => store::sqlite::SqliteStore::open(&path)?,
-            None => store::sqlite::SqliteStore::open_in_memory()?,
-        }))
+        anyhow::Ok(Arc::new(store::sqlite::SqliteStore::open_at(
+            db.as_deref(),
+        )?))
     })
     .await
     .context("the store loader stopped")??;

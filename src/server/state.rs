@@ -56,12 +56,9 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the SQLite store named by `config.db` (in memory when `None`). Blocking: from
-    /// async code, call it inside `spawn_blocking` (as [`super::spawn`] does).
+    /// async code, open the store inside `spawn_blocking` (as [`super::spawn`] does).
     pub fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
-        let store = match &config.db {
-            Some(path) => SqliteStore::open(path)?,
-            None => SqliteStore::open_in_memory()?,
-        };
+        let store = SqliteStore::open_at(config.db.as_deref())?;
         Ok(AppState::with_store(config, Arc::new(store)))
     }
 

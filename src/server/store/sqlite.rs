@@ -110,6 +110,15 @@ impl SqliteStore {
         Self::init(conn, true).with_context(|| format!("cannot use the store {}", path.display()))
     }
 
+    /// [`open`](SqliteStore::open) at `path`, or in memory when `None` (what
+    /// [`Config::db`](crate::server::Config::db) means).
+    pub fn open_at(path: Option<&Path>) -> anyhow::Result<SqliteStore> {
+        match path {
+            Some(path) => SqliteStore::open(path),
+            None => SqliteStore::open_in_memory(),
+        }
+    }
+
     /// A store that lives in memory only: for tests and throw-away servers.
     pub fn open_in_memory() -> anyhow::Result<SqliteStore> {
         let conn = Connection::open_in_memory().context("cannot open an in-memory store")?;
