@@ -23,7 +23,7 @@
 
 #[path = "common/metrics.rs"]
 mod metrics;
-use metrics::waiters_parked;
+use metrics::{process_cpu_ms, waiters_parked};
 
 use std::{
     path::PathBuf,
@@ -366,17 +366,6 @@ fn own_cpu_ms() -> f64 {
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// User plus system CPU time of another process, from `/proc/<pid>/stat`, in milliseconds.
-fn process_cpu_ms(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): utime and stime are 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf only reads a constant.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks * 1e3 / per_sec)
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -8,12 +8,16 @@
 //!     --url http://127.0.0.1:8080 --waiters 10000 --server-pid $!
 //! ```
 //!
+//! With `--other-writes N` it first writes N other keys of the same PIN while the waiters are
+//! parked, and reports what they cost the service in CPU time (with `--server-pid`): writes
+//! of other keys should not wake the waiters (the herd).
+//!
 //! Plain HTTP only; each waiter is its own TCP connection with a hand-written HTTP/1.1
 //! request, so that the tool itself stays small next to 10,000 sockets.
 
 #[path = "common/metrics.rs"]
 mod metrics;
-use metrics::waiters_parked;
+use metrics::{process_cpu_ms, waiters_parked};
 
 use std::{
     net::SocketAddr,
@@ -48,9 +52,13 @@ struct Args {
     /// Connections opened at the same time while parking (keeps the listen backlog short).
     #[arg(long, default_value_t = 256)]
     connect_parallel: usize,
-    /// PID of the service, to report its memory.
+    /// PID of the service, to report its memory (and the CPU time of --other-writes).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Writes of other keys of the same PIN to make while the waiters are parked, one after
+    /// the other, before the write they wait for.
+    #[arg(long, default_value_t = 0)]
+    other_writes: usize,
 }
 
 /// What one waiter saw.
@@ -165,6 +173,32 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(pid) = args.server_pid {
         println!("service memory with waiters parked: {}", memory(pid));
+    }
+
+    if args.other_writes > 0 {
+        let cpu_before = args.server_pid.and_then(process_cpu_ms);
+        let started = Instant::now();
+        for i in 0..args.other_writes {
+            let status = http
+                .post(format!("{base}/api/v1/clusters/{pin}/keys"))
+                .json(&serde_json::json!({"key": format!("other{i}"), "value": "x"}))
+                .send()
+                .await?
+                .status();
+            anyhow::ensure!(status.as_u16() == 201, "other write {i} answered {status}");
+        }
+        let elapsed = started.elapsed();
+        let cpu = args
+            .server_pid
+            .and_then(process_cpu_ms)
+            .zip(cpu_before)
+            .map(|(after, before)| format!("{:.3}", (after - before) / 1e3))
+            .unwrap_or_else(|| "?".into());
+        println!(
+            "other writes: {} in {:.2} s, service CPU {cpu} s",
+            args.other_writes,
+            elapsed.as_secs_f64()
+        );
     }
 
     let written = Instant::now();

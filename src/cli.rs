@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the PIN service.
     #[cfg(feature = "server")]
-    Serve(crate::server::ServeArgs),
+    Serve(crate::server::Config),
     /// The boot step: read the ucernvm block, act as master or worker, fill placeholders.
     #[command(after_help = agent::error::exit_codes_help())]
     Contextualize(agent::ContextualizeArgs),

@@ -22,8 +22,10 @@
 //!   context files, which `check` prints and `contextualize` executes (master, worker,
 //!   first-in election); `master-ready`; address detection; the state kept across reboots;
 //!   `AgentError`, whose class is the exit code.
-//! - [`server`] (feature `server`): the PIN service: router, durable store, long-poll waiters,
-//!   expiry sweep, admin tokens, rate limits, metrics, TLS.
+//! - [`server`] (feature `server`): the PIN service: router, request state, the `Store` trait
+//!   (SQLite, and a fault-injecting store for tests), the long-poll waiter registry fed by the
+//!   store's change reports, expiry on an injected clock and its sweep, admin tokens, rate
+//!   limits, metrics, TLS. Its options are one `clap` struct, `server::Config`.
 //! - [`logging`]: tracing to journald when it is there, to stderr otherwise.
 //! - [`cli`]: the command-line definition, also used to generate the man page and completions.
 //! - [`manage`]: the manual commands `clusterctx pin ...` and `clusterctx key ...`.

@@ -1,29 +1,27 @@
 //! Per-request middleware: [`observe`] wraps every route (time limit, service header, metrics,
 //! a log line without the path), [`limit_misses`] the routes that take a PIN.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
+    http::Method,
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
 use super::{
     error::{ApiError, PinMiss},
-    extract::client_ip,
+    extract::{client_ip, parse_wait},
     metrics::UNMATCHED,
-    routes::{ROUTES, ROUTE_KEY},
+    paths::{ROUTES, ROUTE_KEY},
     state::AppState,
 };
-use crate::protocol::{MAX_WAIT_SECS, SERVICE_HEADER};
+use crate::protocol::SERVICE_HEADER;
 
-/// Bounds the request's time (a long-poll gets its wait on top), names our service in a
-/// header, counts the answer by route template and logs it. The log line names the route
-/// template, never the path: paths hold PINs.
+/// Bounds the request's time (a long-poll, and only a long-poll, gets its wait on top), names
+/// our service in a header, counts the answer by route template and logs it. The log line
+/// names the route template, never the path: paths hold PINs.
 pub(crate) async fn observe(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -32,12 +30,16 @@ pub(crate) async fn observe(
     let started = Instant::now();
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
-    let long_poll =
-        route == ROUTE_KEY && request.uri().query().is_some_and(|q| q.contains("wait="));
     let mut budget = state.config.request_timeout;
+    // A GET of one key with a valid wait, as the handler will read it: a write, or a query
+    // that merely mentions `wait=`, gets the plain time limit (a slow body is not a wait).
+    let long_poll =
+        route == ROUTE_KEY && request.method() == Method::GET && !state.config.emulate_legacy;
     if long_poll {
-        // Saturating: `--request-timeout` is the operator's, and may be absurdly long.
-        budget = budget.saturating_add(Duration::from_secs(MAX_WAIT_SECS));
+        if let Ok(wait) = parse_wait(request.uri().query()) {
+            // Saturating: `--request-timeout` is the operator's, and may be absurdly long.
+            budget = budget.saturating_add(wait);
+        }
     }
     let mut response = match tokio::time::timeout(budget, next.run(request)).await {
         Ok(response) => response,

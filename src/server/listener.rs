@@ -17,7 +17,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::state::shut_down;
+use super::shutdown::shut_down;
 use tower::ServiceExt;
 
 /// A client that has not sent its request head by then is dropped (slowloris).

@@ -14,19 +14,10 @@ use std::{
 
 use axum::http::Method;
 
+use super::store::{Inventory, Swept};
+
 /// Label for requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
-
-/// What the store holds right now, counted at scrape time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inventory {
-    /// Clusters whose PIN is live.
-    pub clusters: u64,
-    /// Expired clusters still answering 410 until the sweep forgets them.
-    pub tombstones: u64,
-    /// Keys of live clusters.
-    pub keys: u64,
-}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -36,6 +27,9 @@ pub struct Metrics {
     waiters: AtomicI64,
     /// Requests refused with 429.
     rate_limited: AtomicU64,
+    /// Expired PINs whose keys the sweep deleted, and expired PINs it forgot.
+    swept_emptied: AtomicU64,
+    swept_forgotten: AtomicU64,
 }
 
 impl Metrics {
@@ -50,6 +44,13 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn swept(&self, swept: Swept) {
+        self.swept_emptied
+            .fetch_add(swept.emptied, Ordering::Relaxed);
+        self.swept_forgotten
+            .fetch_add(swept.forgotten, Ordering::Relaxed);
+    }
+
     /// Counts a parked long-poll until the guard is dropped (answered, or the client left).
     pub fn waiter(&self) -> WaiterGuard<'_> {
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +61,9 @@ impl Metrics {
         self.waiters.load(Ordering::Relaxed)
     }
 
-    pub fn render(&self, inventory: Inventory) -> String {
+    /// The text of `/metrics`: these counters, what the store holds, and how many long-poll
+    /// waiters changes have woken so far.
+    pub fn render(&self, inventory: Inventory, wakeups: u64) -> String {
         let mut out = String::with_capacity(2048);
         out.push_str(
             "# HELP clusterctx_http_requests_total HTTP requests answered, by route template, method and status.\n\
@@ -115,6 +118,29 @@ impl Metrics {
              clusterctx_rate_limited_total {}",
             self.rate_limited.load(Ordering::Relaxed)
         );
+        let counters: [(&str, &str, u64); 3] = [
+            (
+                "clusterctx_longpoll_wakeups_total",
+                "Long-poll waiters woken by a change of their key or cluster.",
+                wakeups,
+            ),
+            (
+                "clusterctx_sweep_emptied_total",
+                "Expired PINs whose keys the sweep deleted.",
+                self.swept_emptied.load(Ordering::Relaxed),
+            ),
+            (
+                "clusterctx_sweep_forgotten_total",
+                "Expired PINs the sweep forgot (unknown from then on).",
+                self.swept_forgotten.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP clusterctx_build_info The running version.\n\
@@ -162,11 +188,14 @@ mod tests {
         metrics.record("/healthz", &Method::GET, 200);
         metrics.record(UNMATCHED, &Method::from_bytes(b"BREW").unwrap(), 404);
         let guard = metrics.waiter();
-        let text = metrics.render(Inventory {
-            clusters: 2,
-            tombstones: 1,
-            keys: 5,
-        });
+        let text = metrics.render(
+            Inventory {
+                clusters: 2,
+                tombstones: 1,
+                keys: 5,
+            },
+            7,
+        );
         assert!(text.contains(
             "clusterctx_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2\n"
         ));
@@ -176,6 +205,7 @@ mod tests {
         assert!(text.contains("\nclusterctx_longpoll_waiters 1\n"));
         assert!(text.contains("\nclusterctx_clusters 2\n"));
         assert!(text.contains("\nclusterctx_keys 5\n"));
+        assert!(text.contains("\nclusterctx_longpoll_wakeups_total 7\n"));
         drop(guard);
         assert_eq!(metrics.waiters(), 0);
     }

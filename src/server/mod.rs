@@ -4,14 +4,24 @@
 //!
 //! # Layout
 //!
-//! - `routes`: [`app`], the router, and its handlers.
+//! The arrows point one way: `routes` -> `layers` -> `extract`; handlers -> `state` ->
+//! `store`, `waiters`, `config`; `waiters` -> `store`; `store` imports nothing else of the
+//! server.
+//!
+//! - `routes`: [`app`], the router, and its handlers; `paths`: the route templates.
 //! - `extract`: reading requests: `Accept` negotiation, JSON and form bodies, `?wait=`,
 //!   path segments, the client address.
-//! - `state`: [`AppState`]: every cluster in memory (the read path) in step with the store
-//!   (the write path: commit, then update memory, then answer); expiry at read time; the sweep.
-//! - `store`: SQLite in WAL mode, exclusively locked, `synchronous=FULL`; uniqueness of keys is
-//!   its primary key.
-//! - `waiters`: long-poll parking and wake-up.
+//! - `state`: [`AppState`]: what a request means on top of the store: expiry at read time
+//!   (from the [`Clock`]), admin tokens, the long-poll loop, the sweep.
+//! - [`store`]: the [`store::Store`] trait (async operations, typed errors, change reports);
+//!   [`store::sqlite`], SQLite in WAL mode, exclusively locked, `synchronous=FULL`, private
+//!   files, every cluster cached in memory for reads; [`store::faulty`], faults on demand
+//!   for tests.
+//! - `waiters`: the registry of parked long-polls by (PIN, key), woken by the store's change
+//!   reports: a write wakes the waiters of its key only, a deletion or expiry all of its PIN.
+//! - `config`: [`Config`], the options of `serve` and of [`spawn`], one `clap` definition.
+//! - `clock`: [`Clock`], the wall clock expiry reads, and [`ManualClock`] for tests.
+//! - `shutdown`: the flag that flips once; `listener`, long-polls and the sweep watch it.
 //! - `auth`: PIN and admin-token generation, token digests, constant-time check.
 //! - `ratelimit`: the per-client limit on misses for unknown PINs.
 //! - `layers`: per-request middleware: time limit, service header, metrics, miss limit.
@@ -51,191 +61,38 @@
 //!
 //! Dropping a [`Server`] also starts its shutdown, without waiting for it. For tests without a
 //! socket, build the router directly: `server::app(AppState::open(Config::default())?)` and
-//! drive it with `tower::ServiceExt::oneshot`.
+//! drive it with `tower::ServiceExt::oneshot`. For a store that fails on demand, wrap one in
+//! [`store::faulty::FaultyStore`] and give it to [`AppState::with_store`] or [`spawn_with`].
+//! For expiry without sleeping, put a [`ManualClock`] in [`Config::clock`].
 
 mod auth;
+mod clock;
+mod config;
 mod error;
 mod extract;
 mod layers;
 mod listener;
 mod metrics;
+mod paths;
 mod ratelimit;
 mod routes;
+mod shutdown;
 mod state;
-mod store;
+pub mod store;
 mod tls;
 mod waiters;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::http::HeaderName;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 pub use crate::sys::raise_fd_limit;
+pub use clock::{Clock, ManualClock};
+pub use config::{default_db_path, Config, DEFAULT_DB};
 pub use error::ApiError;
 pub use routes::app;
 pub use state::AppState;
-
-/// Where the store lives when `--db` is not given and systemd sets no `STATE_DIRECTORY`.
-pub const DEFAULT_DB: &str = "/var/lib/clusterctx-pin-service/pins.sqlite3";
-/// The store's file name inside systemd's `STATE_DIRECTORY`.
-const DB_FILE_NAME: &str = "pins.sqlite3";
-
-/// Options of `clusterctx serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Address and port to listen on (port 0: any free port, printed at start).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// The durable store, a SQLite file; its directory is created if missing.
-    /// [default: $STATE_DIRECTORY/pins.sqlite3 under systemd, else /var/lib/clusterctx-pin-service/pins.sqlite3]
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
-    /// How long a PIN (and its keys) lives after creation, e.g. 24h, 90m, 10s.
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
-    /// Legacy open mode: anyone who knows a PIN may replace or delete its keys and delete it,
-    /// without the admin token.
-    #[arg(long)]
-    pub open: bool,
-    /// Behave like the legacy CernVM (Django) service, to test legacy agents' peers: `?wait=`
-    /// ignored (no long-poll), no service header, no admin token or expiry in answers.
-    /// Implies --open.
-    #[arg(long)]
-    pub emulate_legacy: bool,
-    /// PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Misses (requests for unknown PINs) a client may make in a burst before it gets 429;
-    /// 0 disables the limit.
-    #[arg(long, value_name = "N", default_value_t = Config::default().miss_burst)]
-    pub miss_burst: u32,
-    /// Misses per second refilled to each client's allowance.
-    #[arg(long, value_name = "N", default_value_t = Config::default().miss_per_sec)]
-    pub miss_per_sec: f64,
-    /// Take the client address for the miss limit from this header (e.g. X-Forwarded-For,
-    /// last entry). Only behind a proxy that sets it: clients can forge it otherwise.
-    #[arg(long, value_name = "HEADER")]
-    pub client_ip_header: Option<HeaderName>,
-    /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_body)]
-    pub max_body: usize,
-    /// Time limit of a request (a long-poll gets its wait on top).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-    /// Most keys one cluster may hold.
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_keys)]
-    pub max_keys: usize,
-    /// How often expired PINs are swept from the store.
-    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
-    pub sweep_interval: Duration,
-    /// How long an expired PIN answers 410 Gone before it is forgotten (404).
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub tombstone_for: Duration,
-    /// How long a shutdown waits for open requests to finish.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
-}
-
-impl ServeArgs {
-    pub fn into_config(self) -> Config {
-        Config {
-            listen: self.listen,
-            db: Some(self.db.unwrap_or_else(default_db_path)),
-            ttl: self.ttl,
-            open: self.open || self.emulate_legacy,
-            emulate_legacy: self.emulate_legacy,
-            tls_cert: self.tls_cert,
-            tls_key: self.tls_key,
-            miss_burst: self.miss_burst,
-            miss_per_sec: self.miss_per_sec,
-            client_ip_header: self.client_ip_header,
-            max_body: self.max_body,
-            request_timeout: self.request_timeout,
-            max_keys: self.max_keys,
-            sweep_interval: self.sweep_interval,
-            tombstone_for: self.tombstone_for,
-            shutdown_grace: self.shutdown_grace,
-        }
-    }
-}
-
-/// `$STATE_DIRECTORY/pins.sqlite3` when systemd gives us a state directory (the first, if it
-/// lists several), else [`DEFAULT_DB`].
-pub fn default_db_path() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .and_then(|dirs| {
-            let first = dirs.to_str()?.split(':').next()?.to_string();
-            (!first.is_empty()).then(|| PathBuf::from(first).join(DB_FILE_NAME))
-        })
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
-}
-
-/// Everything a server needs. [`Config::default`] suits tests: `127.0.0.1:0`, in memory.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// The SQLite file; `None` keeps everything in memory (tests, throw-away servers).
-    pub db: Option<PathBuf>,
-    /// Lifetime of a PIN from its creation.
-    pub ttl: Duration,
-    /// Legacy open mode: no admin token needed to replace or delete.
-    pub open: bool,
-    /// Answer as the legacy service did: no long-poll, no service header, no admin token or
-    /// expiry in answers. For compatibility tests of our agent against a legacy peer.
-    pub emulate_legacy: bool,
-    /// Serve HTTPS with this PEM certificate chain and key.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// Misses per client before 429 (0: no limit), and their refill per second.
-    pub miss_burst: u32,
-    pub miss_per_sec: f64,
-    /// Trusted header carrying the client address, behind a proxy.
-    pub client_ip_header: Option<HeaderName>,
-    /// Largest request body, in bytes.
-    pub max_body: usize,
-    /// Time limit per request, before a long-poll's wait.
-    pub request_timeout: Duration,
-    /// Most keys per cluster.
-    pub max_keys: usize,
-    /// Period of the expiry sweep.
-    pub sweep_interval: Duration,
-    /// How long an expired PIN answers 410 before it is forgotten.
-    pub tombstone_for: Duration,
-    /// How long shutdown waits for open requests.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            db: None,
-            ttl: Duration::from_secs(24 * 3600),
-            open: false,
-            emulate_legacy: false,
-            tls_cert: None,
-            tls_key: None,
-            // Honest clients never miss; a typo'd PIN in a 300-node cluster behind one NAT
-            // costs 300 misses per retry round, which this absorbs, while guessing 62-bit PINs
-            // at 5 per second is hopeless.
-            miss_burst: 300,
-            miss_per_sec: 5.0,
-            client_ip_header: None,
-            // A key item is at most ~4 KiB of JSON (100-char key, 1000 chars of up to 4 bytes).
-            max_body: 16 * 1024,
-            request_timeout: Duration::from_secs(30),
-            max_keys: 1000,
-            sweep_interval: Duration::from_secs(60),
-            tombstone_for: Duration::from_secs(24 * 3600),
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
 
 /// A running server (see [`spawn`]).
 pub struct Server {
@@ -285,23 +142,44 @@ impl Drop for Server {
     }
 }
 
-/// Opens the store, binds `config.listen` and serves in the background of the current runtime.
+/// Opens the store named by `config.db`, binds `config.listen` and serves in the background of
+/// the current runtime.
 pub async fn spawn(config: Config) -> anyhow::Result<Server> {
-    // tokio's interval panics on a zero period, which would silently end the sweep task.
-    if config.sweep_interval.is_zero() {
-        anyhow::bail!("the sweep interval (--sweep-interval) must be longer than zero");
-    }
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        (None, None) => None,
+    config.check()?;
+    // Before the store: a bad certificate should not leave a new store file behind.
+    let tls = tls_acceptor(&config)?;
+    let db = config.db.clone();
+    let store: Arc<dyn store::Store> = tokio::task::spawn_blocking(move || {
+        anyhow::Ok(Arc::new(store::sqlite::SqliteStore::open_at(
+            db.as_deref(),
+        )?))
+    })
+    .await
+    .context("the store loader stopped")??;
+    serve_on(config, tls, store).await
+}
+
+/// [`spawn`] on a given store (`config.db` is not read).
+pub async fn spawn_with(config: Config, store: Arc<dyn store::Store>) -> anyhow::Result<Server> {
+    config.check()?;
+    let tls = tls_acceptor(&config)?;
+    serve_on(config, tls, store).await
+}
+
+fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::acceptor(cert, key)?)),
+        (None, None) => Ok(None),
         _ => anyhow::bail!("HTTPS needs both a certificate and a key"),
-    };
-    let state = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || AppState::open(config))
-            .await
-            .context("the store loader stopped")??
-    };
+    }
+}
+
+async fn serve_on(
+    config: Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    store: Arc<dyn store::Store>,
+) -> anyhow::Result<Server> {
+    let state = AppState::with_store(config.clone(), store);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -323,9 +201,10 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     })
 }
 
-/// `clusterctx serve`: serves until SIGTERM or Ctrl-C, then shuts down gracefully.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config();
+/// `clusterctx serve`: serves until SIGTERM or Ctrl-C, then shuts down gracefully. Without
+/// `--db`, the store is [`default_db_path`].
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    config.db.get_or_insert_with(default_db_path);
     match raise_fd_limit() {
         Ok(limit) => tracing::debug!("open files limit: {limit}"),
         Err(err) => tracing::warn!("cannot raise the open files limit: {err}"),
@@ -341,7 +220,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "listening on {} (store {db}, PINs live {}, {})",
         server.url(),
         humantime::format_duration(config.ttl),
-        if config.open {
+        if config.open_mode() {
             "open mode: anyone with a PIN may replace or delete keys"
         } else {
             "admin token needed to replace or delete"
@@ -365,7 +244,7 @@ async fn sweep_loop(state: Arc<AppState>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = state::shut_down(&mut shutdown) => break,
+            _ = shutdown::shut_down(&mut shutdown) => break,
         }
         if let Err(err) = state.sweep().await {
             tracing::warn!("expiry sweep failed: {err}");

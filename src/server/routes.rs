@@ -18,29 +18,13 @@ use super::{
     error::ApiError,
     extract::{parse_item, parse_wait, read_body, wants_json, ApiPath},
     layers,
+    paths::{ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_METRICS},
     state::{AppState, KeyState},
-    waiters,
 };
 use crate::{
     protocol::{self, ClusterInfo, KeyItem},
     secret::redact,
 };
-
-// Route templates, also the `route` label of the request metrics (PINs never become labels).
-pub(crate) const ROUTE_CLUSTERS: &str = "/api/v1/clusters";
-pub(crate) const ROUTE_CLUSTER: &str = "/api/v1/clusters/{pin}";
-pub(crate) const ROUTE_KEYS: &str = "/api/v1/clusters/{pin}/keys";
-pub(crate) const ROUTE_KEY: &str = "/api/v1/clusters/{pin}/keys/{key}";
-pub(crate) const ROUTE_HEALTHZ: &str = "/healthz";
-pub(crate) const ROUTE_METRICS: &str = "/metrics";
-pub(crate) const ROUTES: [&str; 6] = [
-    ROUTE_CLUSTERS,
-    ROUTE_CLUSTER,
-    ROUTE_KEYS,
-    ROUTE_KEY,
-    ROUTE_HEALTHZ,
-    ROUTE_METRICS,
-];
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
@@ -109,7 +93,7 @@ async fn get_cluster(
     State(state): State<Arc<AppState>>,
     ApiPath(pin): ApiPath<String>,
 ) -> Result<Json<ClusterInfo>, ApiError> {
-    let info = state.cluster_info(&pin)?;
+    let info = state.cluster_info(&pin).await?;
     Ok(Json(if state.config.emulate_legacy {
         legacy_shape(info)
     } else {
@@ -140,7 +124,7 @@ async fn list_keys(
     State(state): State<Arc<AppState>>,
     ApiPath(pin): ApiPath<String>,
 ) -> Result<Json<Vec<KeyItem>>, ApiError> {
-    state.list_keys(&pin).map(Json)
+    state.list_keys(&pin).await.map(Json)
 }
 
 async fn create_key(
@@ -193,13 +177,10 @@ async fn read_key(
     } else {
         parse_wait(query)?
     };
-    match state.lookup_key(pin, key)? {
+    match state.lookup_key(pin, key).await? {
         KeyState::Found(value) => Ok(value),
         KeyState::Absent { .. } if wait.is_zero() => Err(ApiError::KeyNotFound),
-        KeyState::Absent {
-            changed,
-            expires_ms,
-        } => waiters::wait_for_key(state, pin, key, wait, changed, expires_ms).await,
+        KeyState::Absent { expires_ms } => state.wait_for_key(pin, key, wait, expires_ms).await,
     }
 }
 
@@ -303,25 +284,14 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let inventory = state.inventory().await?;
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(state.inventory()),
+        state.metrics.render(inventory, state.wakeups()),
     )
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn route_templates_follow_the_protocol_prefix() {
-        for route in [ROUTE_CLUSTERS, ROUTE_CLUSTER, ROUTE_KEYS, ROUTE_KEY] {
-            assert!(route.starts_with(protocol::API_PREFIX), "{route}");
-        }
-    }
+        .into_response())
 }

@@ -1,28 +1,25 @@
-//! The service's state: every cluster in memory (the read path, behind a lock held for a map
-//! lookup), kept in step with the [`Store`] (the write path).
+//! The service's state: what a request means, on top of a [`Store`] that keeps the data.
 //!
-//! Writes are serialized by the store's mutex and follow one order: check, commit to SQLite,
-//! then change the maps and wake the long-poll waiters. So a reader sees a value only once it
-//! is durable, and an answer of 201/200/204 means the change is on disk. Expiry is decided at
-//! read time from `expires_ms`; the sweep only reclaims space.
+//! Expiry is decided here, at read time, from the cluster's `expires_ms` and the configured
+//! [`Clock`](super::Clock); the sweep only reclaims space. Admin tokens are checked here. A
+//! write is answered 201/200/204 only once the store has made it durable, and the store
+//! reports it to the waiter registry before that, so a woken long-poll finds the value.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, RwLock, RwLockReadGuard},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::http::HeaderValue;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
-use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use super::{
     auth,
+    config::Config,
     error::ApiError,
-    metrics::{Inventory, Metrics},
+    metrics::Metrics,
     ratelimit::MissLimiter,
-    store::{Store, StoreError, StoredCluster},
-    Config,
+    shutdown::{shut_down, Shutdown},
+    store::{sqlite::SqliteStore, ClusterRecord, Inventory, NewKey, Store, StoreError, Swept},
+    waiters::Waiters,
 };
 use crate::{
     protocol::{self, ClusterInfo, KeyItem},
@@ -33,93 +30,81 @@ use crate::{
 /// once is a miracle; a broken random source is not).
 const PIN_ATTEMPTS: usize = 8;
 
-struct Cluster {
-    created_ms: i64,
-    expires_ms: i64,
-    /// SHA-256 of the admin token; the token itself is never kept.
-    token_hash: [u8; 32],
-    /// Sorted, so that listings are stable.
-    keys: BTreeMap<String, String>,
-    /// Woken on every change to this cluster, so long-polls re-check their key.
-    changed: Arc<Notify>,
-}
-
-impl From<StoredCluster> for Cluster {
-    fn from(stored: StoredCluster) -> Self {
-        Cluster {
-            created_ms: stored.created_ms,
-            expires_ms: stored.expires_ms,
-            token_hash: stored.token_hash,
-            keys: stored.keys.into_iter().collect(),
-            changed: Arc::new(Notify::new()),
-        }
-    }
-}
-
 /// A key lookup that found the cluster alive.
 pub(crate) enum KeyState {
     Found(String),
-    /// Not there (yet): what a long-poll needs to wait for it.
+    /// Not there (yet); a long-poll waits for it until the cluster expires at the latest.
     Absent {
-        changed: Arc<Notify>,
         expires_ms: i64,
     },
 }
 
-/// Everything the handlers share. Build one with [`AppState::open`] and hand it to
-/// [`super::app`].
+/// Everything the handlers share. Build one with [`AppState::open`] (or
+/// [`AppState::with_store`]) and hand it to [`super::app`].
 pub struct AppState {
-    clusters: RwLock<HashMap<String, Cluster>>,
-    /// `None` once closed by a shutdown: late writes answer 503 rather than racing the exit.
-    store: Mutex<Option<Store>>,
+    store: Arc<dyn Store>,
+    /// Parked long-polls, woken by the store's change reports.
+    waiters: Arc<Waiters>,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
     pub(crate) limiter: MissLimiter,
-    /// Flips to true once, at shutdown; long-polls and connections watch it.
-    shutdown: watch::Sender<bool>,
+    /// Flips once, at shutdown; long-polls and connections watch it.
+    shutdown: Shutdown,
     /// The value of [`protocol::SERVICE_HEADER`], built once.
     pub(crate) service_header: HeaderValue,
 }
 
 impl AppState {
-    /// Opens the store named by `config.db` (in memory when `None`) and loads it. Blocking:
-    /// from async code, call it inside `spawn_blocking` (as [`super::spawn`] does).
+    /// Opens the SQLite store named by `config.db` (in memory when `None`). Blocking: from
+    /// async code, open the store inside `spawn_blocking` (as [`super::spawn`] does).
     pub fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
-        let store = match &config.db {
-            Some(path) => Store::open(path)?,
-            None => Store::open_in_memory()?,
-        };
-        let clusters = store
-            .load()?
-            .into_iter()
-            .map(|c| (c.pin.clone(), Cluster::from(c)))
-            .collect();
-        Ok(Arc::new(AppState {
-            clusters: RwLock::new(clusters),
-            store: Mutex::new(Some(store)),
+        let store = SqliteStore::open_at(config.db.as_deref())?;
+        Ok(AppState::with_store(config, Arc::new(store)))
+    }
+
+    /// The state on any store; its change reports feed the waiter registry from now on.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Arc<AppState> {
+        let waiters = Arc::new(Waiters::default());
+        store.subscribe({
+            let waiters = Arc::clone(&waiters);
+            Arc::new(move |change| waiters.changed(change))
+        });
+        Arc::new(AppState {
+            store,
+            waiters,
             limiter: MissLimiter::new(config.miss_burst, config.miss_per_sec),
             config,
             metrics: Metrics::default(),
-            shutdown: watch::Sender::new(false),
+            shutdown: Shutdown::new(),
             service_header: HeaderValue::from_str(&protocol::service_header_value())
                 .unwrap_or_else(|_| HeaderValue::from_static("clusterctx")),
-        }))
+        })
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Cluster>> {
-        self.clusters.read().unwrap_or_else(|e| e.into_inner())
+    fn now_ms(&self) -> i64 {
+        self.config.clock.now_ms()
     }
 
-    fn modify<T>(&self, f: impl FnOnce(&mut HashMap<String, Cluster>) -> T) -> T {
-        f(&mut self.clusters.write().unwrap_or_else(|e| e.into_inner()))
+    /// `found` if it exists and its cluster has not expired now.
+    fn alive<T>(&self, found: Option<T>, expires_ms: impl Fn(&T) -> i64) -> Result<T, ApiError> {
+        match found {
+            None => Err(ApiError::UnknownPin),
+            Some(found) if self.now_ms() >= expires_ms(&found) => Err(ApiError::Expired),
+            Some(found) => Ok(found),
+        }
+    }
+
+    async fn live_cluster(&self, pin: &str) -> Result<ClusterRecord, ApiError> {
+        check_pin(pin)?;
+        let found = self.store.cluster(pin).await.map_err(store_failed)?;
+        self.alive(found, |c| c.expires_ms)
     }
 
     /// `GET /api/v1/clusters/<pin>`.
-    pub(crate) fn cluster_info(&self, pin: &str) -> Result<ClusterInfo, ApiError> {
-        let clusters = self.read();
-        let cluster = live(&clusters, pin, now_ms())?;
+    pub(crate) async fn cluster_info(&self, pin: &str) -> Result<ClusterInfo, ApiError> {
+        let cluster = self.live_cluster(pin).await?;
         Ok(ClusterInfo {
-            pin: pin.to_string(),
+            pin: cluster.pin,
             creation_time: rfc3339(cluster.created_ms),
             expires_at: Some(rfc3339(cluster.expires_ms)),
             admin_token: None,
@@ -127,347 +112,287 @@ impl AppState {
     }
 
     /// `GET /api/v1/clusters/<pin>/keys`.
-    pub(crate) fn list_keys(&self, pin: &str) -> Result<Vec<KeyItem>, ApiError> {
-        let clusters = self.read();
-        let cluster = live(&clusters, pin, now_ms())?;
-        Ok(cluster
+    pub(crate) async fn list_keys(&self, pin: &str) -> Result<Vec<KeyItem>, ApiError> {
+        check_pin(pin)?;
+        let found = self.store.keys(pin).await.map_err(store_failed)?;
+        let read = self.alive(found, |r| r.expires_ms)?;
+        Ok(read
             .keys
-            .iter()
-            .map(|(key, value)| KeyItem {
-                key: key.clone(),
-                value: value.clone(),
-            })
+            .into_iter()
+            .map(|(key, value)| KeyItem { key, value })
             .collect())
     }
 
-    /// The hot path: one map lookup under a read lock.
-    pub(crate) fn lookup_key(&self, pin: &str, key: &str) -> Result<KeyState, ApiError> {
-        let clusters = self.read();
-        let cluster = live(&clusters, pin, now_ms())?;
-        Ok(match cluster.keys.get(key) {
-            Some(value) => KeyState::Found(value.clone()),
+    /// The hot path: one store read.
+    pub(crate) async fn lookup_key(&self, pin: &str, key: &str) -> Result<KeyState, ApiError> {
+        check_pin(pin)?;
+        let found = self.store.key(pin, key).await.map_err(store_failed)?;
+        let read = self.alive(found, |r| r.expires_ms)?;
+        Ok(match read.value {
+            Some(value) => KeyState::Found(value),
             None => KeyState::Absent {
-                changed: Arc::clone(&cluster.changed),
-                expires_ms: cluster.expires_ms,
+                expires_ms: read.expires_ms,
             },
         })
     }
 
+    /// Long-poll: parks until `key` of `pin` is written, the cluster goes away or expires,
+    /// `wait` is over, or the server shuts down, whichever comes first. `expires_ms` comes
+    /// from the lookup that found the key absent.
+    pub(crate) async fn wait_for_key(
+        &self,
+        pin: &str,
+        key: &str,
+        wait: Duration,
+        expires_ms: i64,
+    ) -> Result<String, ApiError> {
+        let _counted = self.metrics.waiter();
+        let parked = self.waiters.register(pin, key);
+        let mut shutdown = self.shutdown.signal();
+        let until_expiry = u64::try_from(expires_ms.saturating_sub(self.now_ms())).unwrap_or(0);
+        // An expiring PIN answers 410 the moment it expires, not at the end of the wait.
+        let deadline = Instant::now() + wait.min(Duration::from_millis(until_expiry));
+        loop {
+            // Before the check: a write between the check and the wait still wakes us.
+            let notified = parked.notified();
+            if let KeyState::Found(value) = self.lookup_key(pin, key).await? {
+                return Ok(value);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    // A last look: the key may have come at the final instant, or the PIN
+                    // expired.
+                    return match self.lookup_key(pin, key).await? {
+                        KeyState::Found(value) => Ok(value),
+                        KeyState::Absent { .. } => Err(ApiError::KeyNotFound),
+                    };
+                }
+                _ = shut_down(&mut shutdown) => return Err(ApiError::ShuttingDown),
+            }
+        }
+    }
+
     /// `POST /api/v1/clusters`: a fresh PIN and admin token, durable before they are returned.
-    pub(crate) async fn create_cluster(self: &Arc<Self>) -> Result<ClusterInfo, ApiError> {
+    pub(crate) async fn create_cluster(&self) -> Result<ClusterInfo, ApiError> {
         let token = auth::new_token().map_err(random_failed)?;
         let token_hash = auth::hash_token(&token);
         let ttl_ms = i64::try_from(self.config.ttl.as_millis()).unwrap_or(i64::MAX);
-        let stored = self
-            .write(move |state, store| {
-                for _ in 0..PIN_ATTEMPTS {
-                    let pin = auth::new_pin().map_err(random_failed)?;
-                    if state.read().contains_key(&pin) {
-                        continue;
-                    }
-                    let created_ms = now_ms();
-                    let stored = StoredCluster {
-                        pin: pin.clone(),
-                        created_ms,
-                        expires_ms: created_ms.saturating_add(ttl_ms),
-                        token_hash,
-                        keys: Vec::new(),
-                    };
-                    match store.insert_cluster(&stored) {
-                        Ok(()) => {}
-                        Err(StoreError::Conflict) => continue,
-                        Err(err) => return Err(store_failed(err)),
-                    }
-                    state.modify(|clusters| clusters.insert(pin, Cluster::from(stored.clone())));
-                    return Ok(stored);
+        for _ in 0..PIN_ATTEMPTS {
+            let created_ms = self.now_ms();
+            let cluster = ClusterRecord {
+                pin: auth::new_pin().map_err(random_failed)?,
+                created_ms,
+                expires_ms: created_ms.saturating_add(ttl_ms),
+                token_hash,
+            };
+            match self.store.create_cluster(cluster.clone()).await {
+                Ok(()) => {
+                    return Ok(ClusterInfo {
+                        creation_time: rfc3339(cluster.created_ms),
+                        expires_at: Some(rfc3339(cluster.expires_ms)),
+                        pin: cluster.pin,
+                        admin_token: Some(token),
+                    })
                 }
-                tracing::error!(
-                    "{PIN_ATTEMPTS} fresh PINs in a row were taken: is the random source broken?"
-                );
-                Err(ApiError::Internal)
-            })
-            .await?;
-        Ok(ClusterInfo {
-            creation_time: rfc3339(stored.created_ms),
-            expires_at: Some(rfc3339(stored.expires_ms)),
-            pin: stored.pin,
-            admin_token: Some(token),
-        })
+                Err(StoreError::Conflict) => continue,
+                Err(err) => return Err(store_failed(err)),
+            }
+        }
+        tracing::error!(
+            "{PIN_ATTEMPTS} fresh PINs in a row were taken: is the random source broken?"
+        );
+        Err(ApiError::Internal)
     }
 
-    /// `POST .../keys`: create-only. Of concurrent creates of one key, SQLite's primary key
-    /// lets exactly one through; the others get [`ApiError::KeyExists`].
+    /// `POST .../keys`: create-only. Of concurrent creates of one key, the store lets exactly
+    /// one through; the others get [`ApiError::KeyExists`].
     pub(crate) async fn create_key(
-        self: &Arc<Self>,
+        &self,
         pin: &str,
         key: String,
         value: String,
     ) -> Result<(), ApiError> {
-        {
-            // Fast refusals without a trip through the store's queue. Memory only ever holds
-            // committed keys, so "present here" is final.
-            let clusters = self.read();
-            let cluster = live(&clusters, pin, now_ms())?;
-            if cluster.keys.contains_key(&key) {
-                return Err(ApiError::KeyExists);
-            }
+        // Fast refusals without a write. The store only ever shows committed keys, so
+        // "present" is final.
+        if let KeyState::Found(_) = self.lookup_key(pin, &key).await? {
+            return Err(ApiError::KeyExists);
         }
-        let pin = pin.to_string();
-        self.write(move |state, store| {
-            state.check_room(&pin)?;
-            store
-                .insert_key(&pin, &key, &value)
-                .map_err(|err| match err {
-                    StoreError::Conflict => ApiError::KeyExists,
-                    StoreError::NoCluster => ApiError::UnknownPin,
-                    err => store_failed(err),
-                })?;
-            tracing::info!("key {key} created in cluster {}", redact(&pin));
-            state.modify(|clusters| {
-                if let Some(cluster) = clusters.get_mut(&pin) {
-                    cluster.keys.insert(key, value);
-                    cluster.changed.notify_waiters();
-                }
-            });
-            Ok(())
-        })
-        .await
+        let new = NewKey {
+            pin: pin.to_string(),
+            key: key.clone(),
+            value,
+            now_ms: self.now_ms(),
+            max_keys: self.config.max_keys,
+        };
+        self.store.create_key(new).await.map_err(|err| match err {
+            StoreError::Conflict => ApiError::KeyExists,
+            err => store_failed(err),
+        })?;
+        tracing::info!("key {key} created in cluster {}", redact(pin));
+        Ok(())
     }
 
     /// `PUT`/`PATCH .../keys/<key>`: replaces an existing value (`None`: a PATCH that changes
     /// nothing). Returns the value now stored.
     pub(crate) async fn update_key(
-        self: &Arc<Self>,
+        &self,
         pin: &str,
         key: String,
         value: Option<String>,
         token: Option<String>,
     ) -> Result<String, ApiError> {
-        let pin = pin.to_string();
-        self.write(move |state, store| {
-            let current = state.authorized(&pin, token.as_deref(), |cluster| {
-                cluster.keys.get(&key).cloned().ok_or(ApiError::KeyNotFound)
-            })?;
-            let Some(value) = value else {
-                return Ok(current);
+        self.authorize(pin, token.as_deref()).await?;
+        let Some(value) = value else {
+            return match self.lookup_key(pin, &key).await? {
+                KeyState::Found(current) => Ok(current),
+                KeyState::Absent { .. } => Err(ApiError::KeyNotFound),
             };
-            if !store.update_key(&pin, &key, &value).map_err(store_failed)? {
-                return Err(ApiError::KeyNotFound);
-            }
-            tracing::info!("key {key} replaced in cluster {}", redact(&pin));
-            state.modify(|clusters| {
-                if let Some(cluster) = clusters.get_mut(&pin) {
-                    cluster.keys.insert(key, value.clone());
-                    cluster.changed.notify_waiters();
-                }
-            });
-            Ok(value)
-        })
-        .await
+        };
+        let replaced = self
+            .store
+            .replace_key(pin.to_string(), key.clone(), value.clone())
+            .await
+            .map_err(store_failed)?;
+        if !replaced {
+            return Err(ApiError::KeyNotFound);
+        }
+        tracing::info!("key {key} replaced in cluster {}", redact(pin));
+        Ok(value)
     }
 
     /// `DELETE .../keys/<key>`.
     pub(crate) async fn delete_key(
-        self: &Arc<Self>,
+        &self,
         pin: &str,
         key: String,
         token: Option<String>,
     ) -> Result<(), ApiError> {
-        let pin = pin.to_string();
-        self.write(move |state, store| {
-            state.authorized(&pin, token.as_deref(), |cluster| {
-                if cluster.keys.contains_key(&key) {
-                    Ok(())
-                } else {
-                    Err(ApiError::KeyNotFound)
-                }
-            })?;
-            if !store.delete_key(&pin, &key).map_err(store_failed)? {
-                return Err(ApiError::KeyNotFound);
-            }
-            tracing::info!("key {key} deleted from cluster {}", redact(&pin));
-            state.modify(|clusters| {
-                if let Some(cluster) = clusters.get_mut(&pin) {
-                    cluster.keys.remove(&key);
-                }
-            });
-            Ok(())
-        })
-        .await
+        self.authorize(pin, token.as_deref()).await?;
+        let deleted = self
+            .store
+            .delete_key(pin.to_string(), key.clone())
+            .await
+            .map_err(store_failed)?;
+        if !deleted {
+            return Err(ApiError::KeyNotFound);
+        }
+        tracing::info!("key {key} deleted from cluster {}", redact(pin));
+        Ok(())
     }
 
-    /// `DELETE /api/v1/clusters/<pin>`: the cluster and its keys; its PIN becomes unknown.
+    /// `DELETE /api/v1/clusters/<pin>`: the cluster and its keys; its PIN becomes unknown, and
+    /// its parked long-polls answer 404 now rather than at their deadline.
     pub(crate) async fn delete_cluster(
-        self: &Arc<Self>,
+        &self,
         pin: &str,
         token: Option<String>,
     ) -> Result<(), ApiError> {
-        let pin = pin.to_string();
-        self.write(move |state, store| {
-            state.authorized(&pin, token.as_deref(), |_| Ok(()))?;
-            if !store.delete_cluster(&pin).map_err(store_failed)? {
-                return Err(ApiError::UnknownPin);
-            }
-            tracing::info!("cluster {} deleted", redact(&pin));
-            state.modify(|clusters| {
-                if let Some(cluster) = clusters.remove(&pin) {
-                    // Parked long-polls answer 404 now rather than at their deadline.
-                    cluster.changed.notify_waiters();
-                }
-            });
-            Ok(())
-        })
-        .await
+        self.authorize(pin, token.as_deref()).await?;
+        let deleted = self
+            .store
+            .delete_cluster(pin.to_string())
+            .await
+            .map_err(store_failed)?;
+        if !deleted {
+            return Err(ApiError::UnknownPin);
+        }
+        tracing::info!("cluster {} deleted", redact(pin));
+        Ok(())
     }
 
     /// Deletes the keys of expired clusters, and forgets clusters that expired longer than
     /// `tombstone_for` ago (until then their PIN answers 410, then 404).
-    pub(crate) async fn sweep(self: &Arc<Self>) -> Result<(), ApiError> {
-        self.write(|state, store| {
-            let now = now_ms();
-            let keep_ms = i64::try_from(state.config.tombstone_for.as_millis()).unwrap_or(i64::MAX);
-            let forget_before = now.saturating_sub(keep_ms);
-            let due = state.read().values().any(|c| {
-                (c.expires_ms <= now && !c.keys.is_empty()) || c.expires_ms <= forget_before
-            });
-            if !due {
-                return Ok(());
-            }
-            store.sweep(now, forget_before).map_err(store_failed)?;
-            let forgotten = state.modify(|clusters| {
-                let before = clusters.len();
-                clusters.retain(|_, c| c.expires_ms > forget_before);
-                for cluster in clusters.values_mut().filter(|c| c.expires_ms <= now) {
-                    if !cluster.keys.is_empty() {
-                        cluster.keys.clear();
-                        cluster.changed.notify_waiters();
-                    }
-                }
-                before - clusters.len()
-            });
-            tracing::debug!("expiry sweep done; {forgotten} expired PINs forgotten");
-            Ok(())
-        })
-        .await
+    pub(crate) async fn sweep(&self) -> Result<Swept, ApiError> {
+        let now = self.now_ms();
+        let keep_ms = i64::try_from(self.config.tombstone_for.as_millis()).unwrap_or(i64::MAX);
+        let swept = self
+            .store
+            .sweep(now, now.saturating_sub(keep_ms))
+            .await
+            .map_err(store_failed)?;
+        self.metrics.swept(swept);
+        if swept != Swept::default() {
+            tracing::debug!(
+                "expiry sweep: keys of {} expired PINs deleted, {} expired PINs forgotten",
+                swept.emptied,
+                swept.forgotten
+            );
+        }
+        Ok(swept)
     }
 
     /// Counts for `/metrics`.
-    pub(crate) fn inventory(&self) -> Inventory {
-        let now = now_ms();
-        let mut inventory = Inventory::default();
-        for cluster in self.read().values() {
-            if cluster.expires_ms <= now {
-                inventory.tombstones += 1;
-            } else {
-                inventory.clusters += 1;
-                inventory.keys += cluster.keys.len() as u64;
-            }
-        }
-        inventory
+    pub(crate) async fn inventory(&self) -> Result<Inventory, ApiError> {
+        self.store
+            .inventory(self.now_ms())
+            .await
+            .map_err(store_failed)
+    }
+
+    /// Long-poll waiters woken by changes so far.
+    pub(crate) fn wakeups(&self) -> u64 {
+        self.waiters.wakeups()
     }
 
     /// Flips once to true when the server begins to shut down.
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+    pub(crate) fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.signal()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.has_begun()
     }
 
     /// Starts a graceful shutdown: the listener stops, parked long-polls answer 503 at once.
     pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.begin();
     }
 
     /// Closes the store. Writes from here on answer 503; nothing acknowledged is lost.
     pub(crate) fn close_store(&self) {
-        drop(self.store.lock().unwrap_or_else(|e| e.into_inner()).take());
+        self.store.close();
     }
 
-    /// Runs `op` on tokio's blocking pool (SQLite blocks) under the store's lock, so writes
-    /// happen one at a time.
-    async fn write<T, F>(self: &Arc<Self>, op: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&AppState, &mut Store) -> Result<T, ApiError> + Send + 'static,
-    {
-        let state = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut store = state.store.lock().unwrap_or_else(|e| e.into_inner());
-            let store = store.as_mut().ok_or(ApiError::ShuttingDown)?;
-            op(&state, store)
-        })
-        .await
-        .map_err(|err| {
-            tracing::error!("a store write failed unexpectedly: {err}");
-            ApiError::Internal
-        })?
-    }
-
-    /// Checks that `pin` is alive and that `token` may change it, then runs `check` on it.
-    fn authorized<T>(
-        &self,
-        pin: &str,
-        token: Option<&str>,
-        check: impl FnOnce(&Cluster) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let clusters = self.read();
-        let cluster = live(&clusters, pin, now_ms())?;
-        if !self.config.open {
-            match token {
-                None => return Err(ApiError::MissingToken),
-                Some(token) if !auth::token_matches(&cluster.token_hash, token) => {
-                    return Err(ApiError::WrongToken)
-                }
-                Some(_) => {}
+    /// Checks that `pin` is alive and that `token` may change it.
+    async fn authorize(&self, pin: &str, token: Option<&str>) -> Result<(), ApiError> {
+        let cluster = self.live_cluster(pin).await?;
+        if self.config.open_mode() {
+            return Ok(());
+        }
+        match token {
+            None => Err(ApiError::MissingToken),
+            Some(token) if !auth::token_matches(&cluster.token_hash, token) => {
+                Err(ApiError::WrongToken)
             }
+            Some(_) => Ok(()),
         }
-        check(cluster)
-    }
-
-    fn check_room(&self, pin: &str) -> Result<(), ApiError> {
-        let clusters = self.read();
-        let cluster = live(&clusters, pin, now_ms())?;
-        if cluster.keys.len() >= self.config.max_keys {
-            return Err(ApiError::TooManyKeys(self.config.max_keys));
-        }
-        Ok(())
-    }
-
-    /// The store itself, for tests that provoke store failures.
-    #[cfg(test)]
-    pub(crate) fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
-        f(self.store.lock().unwrap().as_mut().expect("store is open"))
     }
 }
 
-/// The cluster of `pin` if it exists and has not expired at `now`. A malformed PIN is unknown
-/// without a lookup.
-fn live<'a>(
-    clusters: &'a HashMap<String, Cluster>,
-    pin: &str,
-    now: i64,
-) -> Result<&'a Cluster, ApiError> {
-    if !protocol::is_valid_pin(pin) {
-        return Err(ApiError::UnknownPin);
-    }
-    match clusters.get(pin) {
-        None => Err(ApiError::UnknownPin),
-        Some(cluster) if now >= cluster.expires_ms => Err(ApiError::Expired),
-        Some(cluster) => Ok(cluster),
+/// A malformed PIN is unknown without a lookup.
+fn check_pin(pin: &str) -> Result<(), ApiError> {
+    if protocol::is_valid_pin(pin) {
+        Ok(())
+    } else {
+        Err(ApiError::UnknownPin)
     }
 }
 
 fn store_failed(err: StoreError) -> ApiError {
     match err {
+        StoreError::NoCluster => ApiError::UnknownPin,
+        StoreError::Expired => ApiError::Expired,
+        StoreError::TooManyKeys(n) => ApiError::TooManyKeys(n),
+        StoreError::Conflict => ApiError::KeyExists,
+        StoreError::Closed => ApiError::ShuttingDown,
         StoreError::Full => {
             tracing::error!("the store's disk is full: writes refused until space is freed");
             ApiError::StorageFull
         }
-        err => {
-            tracing::error!("store write failed: {err}");
-            ApiError::StoreFailed(err.to_string())
+        StoreError::Unavailable(reason) => {
+            tracing::error!("the store failed: {reason}");
+            ApiError::StoreFailed(reason)
         }
     }
 }
@@ -475,20 +400,6 @@ fn store_failed(err: StoreError) -> ApiError {
 fn random_failed(err: auth::RandomError) -> ApiError {
     tracing::error!("{err}");
     ApiError::Internal
-}
-
-/// Resolves once `signal` (from [`AppState::shutdown_signal`]) has flipped to true.
-pub(crate) async fn shut_down(signal: &mut watch::Receiver<bool>) {
-    // The sender lives as long as the state; an error means it is gone, which is shutdown too.
-    let _ = signal.wait_for(|&down| down).await;
-}
-
-/// Wall-clock milliseconds: expiry times are stored and must mean the same after a restart.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// RFC 3339 in UTC, e.g. `2026-05-01T12:00:00.123Z`.
@@ -502,6 +413,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::{clock::ManualClock, store::faulty::FaultyStore};
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
@@ -509,26 +421,52 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 
+    fn faulty() -> (Arc<AppState>, Arc<FaultyStore>) {
+        let store = Arc::new(FaultyStore::new(Arc::new(
+            SqliteStore::open_in_memory().unwrap(),
+        )));
+        let state = AppState::with_store(Config::default(), Arc::clone(&store) as Arc<dyn Store>);
+        (state, store)
+    }
+
     #[tokio::test]
-    async fn a_full_disk_answers_507_and_keeps_memory_unchanged() {
-        let state = AppState::open(Config::default()).unwrap();
+    async fn a_full_disk_answers_507_and_nothing_is_written() {
+        let (state, store) = faulty();
         let info = state.create_cluster().await.unwrap();
-        state.with_store(|store| store.limit_pages(8));
-        let big = "v".repeat(1000);
-        let mut outcome = Ok(());
-        let mut last = String::new();
-        for i in 0..1000 {
-            last = format!("k{i}");
-            outcome = state.create_key(&info.pin, last.clone(), big.clone()).await;
-            if outcome.is_err() {
-                break;
-            }
-        }
-        let err = outcome.expect_err("the page limit must be hit");
+        store.fail_writes(1, StoreError::Full);
+        let err = state
+            .create_key(&info.pin, "k".into(), "v".into())
+            .await
+            .expect_err("the disk is full");
         assert!(matches!(err, ApiError::StorageFull), "{err}");
         assert!(matches!(
-            state.lookup_key(&info.pin, &last).unwrap(),
+            state.lookup_key(&info.pin, "k").await.unwrap(),
             KeyState::Absent { .. }
+        ));
+        // The fault was one write long: the next one goes through.
+        state
+            .create_key(&info.pin, "k".into(), "v".into())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_answers_503_for_reads_and_writes() {
+        let (state, store) = faulty();
+        store.fail_writes(1, StoreError::Unavailable("connection refused".into()));
+        assert!(matches!(
+            state.create_cluster().await,
+            Err(ApiError::StoreFailed(_))
+        ));
+        let info = state.create_cluster().await.unwrap();
+        store.fail_reads(1, StoreError::Unavailable("connection refused".into()));
+        assert!(matches!(
+            state.lookup_key(&info.pin, "k").await,
+            Err(ApiError::StoreFailed(_))
+        ));
+        assert!(matches!(
+            state.lookup_key(&info.pin, "k").await,
+            Ok(KeyState::Absent { .. })
         ));
     }
 
@@ -542,5 +480,36 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ApiError::ShuttingDown), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_follows_the_clock_not_the_calendar() {
+        let clock = ManualClock::starting_now();
+        let state = AppState::open(Config {
+            ttl: Duration::from_secs(3600),
+            tombstone_for: Duration::from_secs(3600),
+            clock: clock.clock(),
+            ..Config::default()
+        })
+        .unwrap();
+        let info = state.create_cluster().await.unwrap();
+        state
+            .create_key(&info.pin, "k".into(), "v".into())
+            .await
+            .unwrap();
+        assert_eq!(state.sweep().await.unwrap(), Swept::default());
+        clock.advance(Duration::from_secs(3600));
+        assert!(matches!(
+            state.lookup_key(&info.pin, "k").await,
+            Err(ApiError::Expired)
+        ));
+        assert_eq!(state.sweep().await.unwrap().emptied, 1);
+        assert_eq!(state.inventory().await.unwrap().tombstones, 1);
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(state.sweep().await.unwrap().forgotten, 1);
+        assert!(matches!(
+            state.cluster_info(&info.pin).await,
+            Err(ApiError::UnknownPin)
+        ));
     }
 }

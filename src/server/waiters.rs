@@ -1,50 +1,173 @@
-//! Long-poll: `GET .../keys/<key>?wait=<seconds>` parks until the key is written, the cluster
-//! goes away or expires, the wait is over, or the server shuts down, whichever comes first.
+//! The long-poll waiter registry: who is parked on which key, woken by the store's change
+//! reports (see [`super::store::ChangeSink`]), wherever the write came from.
 //!
-//! A waiter costs one task and one `Notified` future on its cluster's [`Notify`]; every write
-//! to the cluster wakes all of them and each re-checks its own key (clusters hold a handful of
-//! keys, so the herd is small). `notify_waiters` reaches every `Notified` created before it,
-//! polled or not, so creating the future before the check closes the lost-wakeup window.
+//! Waiters of one (PIN, key) share one [`Notify`]; a change of that key wakes only them, and a
+//! change of the whole cluster (deleted, expired) wakes every waiter of the PIN. A slot lives
+//! as long as someone waits on it. `notify_waiters` reaches every `Notified` created before
+//! it, polled or not, so a waiter that creates its future before checking the store cannot
+//! miss a write that lands between the check and the wait.
 
-use std::{sync::Arc, time::Duration};
-
-use tokio::{sync::Notify, time::Instant};
-
-use super::{
-    error::ApiError,
-    state::{now_ms, shut_down, AppState, KeyState},
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
 };
 
-/// Waits up to `wait` for `key` of `pin` to appear. `changed` and `expires_ms` come from the
-/// lookup that found the key absent.
-pub(crate) async fn wait_for_key(
-    state: &AppState,
-    pin: &str,
-    key: &str,
-    wait: Duration,
-    changed: Arc<Notify>,
-    expires_ms: i64,
-) -> Result<String, ApiError> {
-    let _counted = state.metrics.waiter();
-    let mut shutdown = state.shutdown_signal();
-    let until_expiry = u64::try_from(expires_ms.saturating_sub(now_ms())).unwrap_or(0);
-    // An expiring PIN answers 410 the moment it expires, not at the end of the wait.
-    let deadline = Instant::now() + wait.min(Duration::from_millis(until_expiry));
-    loop {
-        let notified = changed.notified();
-        if let KeyState::Found(value) = state.lookup_key(pin, key)? {
-            return Ok(value);
+use tokio::sync::{futures::Notified, Notify};
+
+use super::store::Change;
+
+/// See the module documentation.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    /// PIN → key → the slot its waiters share.
+    slots: Mutex<HashMap<String, HashMap<String, Slot>>>,
+    /// Waiters woken by a change (each re-checks its key), for `/metrics` and the herd test.
+    wakeups: AtomicU64,
+}
+
+struct Slot {
+    notify: Arc<Notify>,
+    waiters: u64,
+}
+
+impl Waiters {
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks a waiter on `key` of `pin` until the returned guard is dropped.
+    pub(crate) fn register<'a>(&'a self, pin: &'a str, key: &'a str) -> Parked<'a> {
+        let mut slots = self.slots();
+        let slot = slots
+            .entry(pin.to_string())
+            .or_default()
+            .entry(key.to_string())
+            .or_insert_with(|| Slot {
+                notify: Arc::new(Notify::new()),
+                waiters: 0,
+            });
+        slot.waiters += 1;
+        Parked {
+            waiters: self,
+            pin,
+            key,
+            notify: Arc::clone(&slot.notify),
         }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                // A last look: the key may have come at the final instant, or the PIN expired.
-                return match state.lookup_key(pin, key)? {
-                    KeyState::Found(value) => Ok(value),
-                    KeyState::Absent { .. } => Err(ApiError::KeyNotFound),
-                };
+    }
+
+    /// Wakes the waiters a committed change concerns.
+    pub(crate) fn changed(&self, change: Change<'_>) {
+        let slots = self.slots();
+        let Some(keys) = slots.get(change.pin) else {
+            return;
+        };
+        let mut woken = 0;
+        let mut wake = |slot: &Slot| {
+            slot.notify.notify_waiters();
+            woken += slot.waiters;
+        };
+        match change.key {
+            Some(key) => keys.get(key).into_iter().for_each(&mut wake),
+            None => keys.values().for_each(&mut wake),
+        }
+        self.wakeups.fetch_add(woken, Ordering::Relaxed);
+    }
+
+    pub(crate) fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+/// One parked waiter; dropping it takes it off the registry.
+pub(crate) struct Parked<'a> {
+    waiters: &'a Waiters,
+    pin: &'a str,
+    key: &'a str,
+    notify: Arc<Notify>,
+}
+
+impl Parked<'_> {
+    /// A future that resolves at the next change of this waiter's key or cluster. Create it
+    /// before checking the store.
+    pub(crate) fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.waiters.slots();
+        let Some(keys) = slots.get_mut(self.pin) else {
+            return;
+        };
+        if let Some(slot) = keys.get_mut(self.key) {
+            slot.waiters -= 1;
+            if slot.waiters == 0 {
+                keys.remove(self.key);
             }
-            _ = shut_down(&mut shutdown) => return Err(ApiError::ShuttingDown),
         }
+        if keys.is_empty() {
+            slots.remove(self.pin);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::future::Future;
+
+    /// Polling by hand: whether a future is ready is all these tests ask.
+    struct NoWake;
+
+    impl std::task::Wake for NoWake {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    fn change<'a>(pin: &'a str, key: Option<&'a str>) -> Change<'a> {
+        Change { pin, key }
+    }
+
+    #[test]
+    fn a_change_wakes_the_waiters_of_its_key_only() {
+        let waiters = Waiters::default();
+        let a = waiters.register("aaaaaaaaaaaa", "a");
+        let a_again = waiters.register("aaaaaaaaaaaa", "a");
+        let b = waiters.register("aaaaaaaaaaaa", "b");
+        let other_pin = waiters.register("bbbbbbbbbbbb", "a");
+        let (mut on_a, mut on_b, mut on_other) = (
+            Box::pin(a.notified()),
+            Box::pin(b.notified()),
+            Box::pin(other_pin.notified()),
+        );
+        for future in [&mut on_a, &mut on_b, &mut on_other] {
+            future.as_mut().enable();
+        }
+        waiters.changed(change("aaaaaaaaaaaa", Some("c")));
+        assert_eq!(waiters.wakeups(), 0, "nobody waits for c");
+        waiters.changed(change("aaaaaaaaaaaa", Some("a")));
+        assert_eq!(waiters.wakeups(), 2);
+        let waker = std::task::Waker::from(Arc::new(NoWake));
+        let woken = |future: &mut std::pin::Pin<Box<Notified<'_>>>| {
+            future
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_ready()
+        };
+        assert!(woken(&mut on_a));
+        assert!(!woken(&mut on_b));
+        assert!(!woken(&mut on_other));
+        // The whole cluster: every waiter of the PIN, and no other.
+        waiters.changed(change("aaaaaaaaaaaa", None));
+        assert_eq!(waiters.wakeups(), 5);
+        assert!(woken(&mut on_b));
+        assert!(!woken(&mut on_other));
+        drop((on_a, on_b, on_other));
+        drop((a, a_again, b, other_pin));
+        assert!(waiters.slots().is_empty(), "slots go with their waiters");
     }
 }

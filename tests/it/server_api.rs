@@ -10,7 +10,7 @@ use axum::{
 };
 use clusterctx::{
     protocol::{self, ClusterInfo, ErrorBody, KeyItem},
-    server::{self, AppState, Config},
+    server::{self, AppState, Config, ManualClock},
 };
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tower::ServiceExt;
@@ -492,9 +492,11 @@ async fn open_mode_skips_the_token() {
 #[tokio::test]
 async fn expired_pins_are_gone_at_read_time() {
     // No sweep runs here (the router alone has no background task): expiry is decided when
-    // reading.
+    // reading, from the configured clock.
+    let clock = ManualClock::starting_now();
     let api = Api::new(Config {
-        ttl: Duration::from_millis(400),
+        ttl: Duration::from_secs(3600),
+        clock: clock.clock(),
         ..Config::default()
     });
     let info = api.create_cluster().await;
@@ -502,9 +504,14 @@ async fn expired_pins_are_gone_at_read_time() {
     let bearer = format!("Bearer {}", info.admin_token.unwrap());
     api.create_key(&pin, "master_ip", "10.0.0.1").await;
     let key = format!("/api/v1/clusters/{pin}/keys/master_ip");
-    assert_eq!(api.get(&key).await.status, StatusCode::OK);
+    clock.advance(Duration::from_millis(3_599_999));
+    assert_eq!(
+        api.get(&key).await.status,
+        StatusCode::OK,
+        "alive to the last ms"
+    );
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    clock.advance(Duration::from_millis(1));
     api.get(&format!("/api/v1/clusters/{pin}"))
         .await
         .assert_error(410, "expired");

@@ -236,3 +236,75 @@ async fn sigterm_drains_waiters_and_exits_cleanly() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("made/by/serve/pins.sqlite3");
+    let existing_mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    let serve = ServeProcess::start_with_umask("000", &db, &[]);
+    // A write, so that the WAL holds something and the shared memory index exists.
+    let (pin, _) = create_cluster(&client(), &serve.url).await;
+    assert_eq!(post_key(&client(), &serve.url, &pin, "k", "v").await, 201);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for file in ["pins.sqlite3", "pins.sqlite3-wal"] {
+        let path = db.with_file_name(file);
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    // In exclusive locking mode SQLite keeps the WAL index in memory; if a `-shm` file
+    // appears one day, it must be private too.
+    let shm = db.with_file_name("pins.sqlite3-shm");
+    assert!(!shm.exists() || mode(&shm) == 0o600, "{}", shm.display());
+    for created in ["made", "made/by", "made/by/serve"] {
+        let path = dir.path().join(created);
+        assert_eq!(mode(&path), 0o700, "{}", path.display());
+    }
+    // A directory that existed is the operator's: left as it was.
+    assert_eq!(
+        std::fs::metadata(dir.path()).unwrap().permissions().mode(),
+        existing_mode
+    );
+    serve.kill_9();
+}
+
+#[tokio::test]
+async fn zero_lifetimes_and_time_limits_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for option in ["--ttl", "--request-timeout", "--sweep-interval"] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterctx"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.path().join("pins.sqlite3"))
+            .args([option, "0s"])
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{option}: {stderr}");
+        assert!(
+            stderr.contains(option) && stderr.contains("must be longer than zero"),
+            "{option}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("pins.sqlite3").exists(),
+        "refused before the store is touched"
+    );
+    // The same rule for a configuration made in code.
+    let err = server::spawn(Config {
+        ttl: Duration::ZERO,
+        ..Config::default()
+    })
+    .await
+    .err()
+    .expect("a zero TTL");
+    assert!(format!("{err:#}").contains("--ttl"), "{err:#}");
+}

@@ -4,11 +4,18 @@
 use crate::support::server as server_support;
 use crate::support::tls;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use clusterctx::{
     protocol::{self, ErrorBody, KeyItem},
-    server::{self, Config},
+    server::{
+        self,
+        store::{faulty::FaultyStore, sqlite::SqliteStore, Store, StoreError},
+        Config, ManualClock,
+    },
 };
 use server_support::{create_cluster, delete_with_token, get_json, get_text, post_key};
 use tls::make_certificate;
@@ -421,21 +428,38 @@ async fn chunked_bodies_beyond_the_limit_get_413() {
     server.shutdown().await;
 }
 
+/// Waits until the server's `/metrics` holds every line of `lines`.
+async fn until_metrics(url: &str, lines: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = get_text(&client(), &format!("{url}/metrics")).await;
+        if lines.iter().all(|line| text.lines().any(|l| l == *line)) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "never got {lines:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_sweep_reclaims_expired_pins() {
-    let server = server::spawn(Config {
-        ttl: Duration::from_millis(300),
-        sweep_interval: Duration::from_millis(100),
-        tombstone_for: Duration::from_secs(3600),
+    // The PINs expire on a manual clock; the sweep itself runs on its real interval.
+    let clock = ManualClock::starting_now();
+    let config = Config {
+        ttl: Duration::from_secs(3600),
+        sweep_interval: Duration::from_millis(20),
+        clock: clock.clock(),
         ..Config::default()
+    };
+    let server = server::spawn(Config {
+        tombstone_for: Duration::from_secs(3600),
+        ..config.clone()
     })
     .await
     .unwrap();
     let forgetting = server::spawn(Config {
-        ttl: Duration::from_millis(300),
-        sweep_interval: Duration::from_millis(100),
         tombstone_for: Duration::ZERO,
-        ..Config::default()
+        ..config
     })
     .await
     .unwrap();
@@ -448,10 +472,15 @@ async fn the_sweep_reclaims_expired_pins() {
         );
         pins.push(pin);
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    until_metrics(
+        &server.url(),
+        &["clusterctx_keys 1", "clusterctx_clusters 1"],
+    )
+    .await;
+    clock.advance(Duration::from_secs(3600));
+    until_metrics(&server.url(), &["clusterctx_sweep_emptied_total 1"]).await;
+    until_metrics(&forgetting.url(), &["clusterctx_sweep_forgotten_total 1"]).await;
 
-    let metrics =
-        |url: String| async move { get_text(&client(), &format!("{url}/metrics")).await.1 };
     // Kept as a tombstone: still 410, keys reclaimed.
     let gone = client()
         .get(format!("{}/api/v1/clusters/{}", server.url(), pins[0]))
@@ -459,9 +488,11 @@ async fn the_sweep_reclaims_expired_pins() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 410);
-    let text = metrics(server.url()).await;
-    assert!(text.contains("\nclusterctx_keys 0\n"), "{text}");
-    assert!(text.contains("\nclusterctx_expired_clusters 1\n"), "{text}");
+    until_metrics(
+        &server.url(),
+        &["clusterctx_keys 0", "clusterctx_expired_clusters 1"],
+    )
+    .await;
     // Forgotten: unknown.
     let unknown = client()
         .get(format!("{}/api/v1/clusters/{}", forgetting.url(), pins[1]))
@@ -469,8 +500,7 @@ async fn the_sweep_reclaims_expired_pins() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let text = metrics(forgetting.url()).await;
-    assert!(text.contains("\nclusterctx_expired_clusters 0\n"), "{text}");
+    until_metrics(&forgetting.url(), &["clusterctx_expired_clusters 0"]).await;
     server.shutdown().await;
     forgetting.shutdown().await;
 }
@@ -545,4 +575,134 @@ async fn https_with_a_given_certificate() {
         format!("{err:#}").contains("do not fit together"),
         "{err:#}"
     );
+}
+
+/// The value of one counter or gauge in `/metrics`.
+async fn metric(url: &str, name: &str) -> u64 {
+    let (_, text) = get_text(&client(), &format!("{url}/metrics")).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_wakes_only_the_waiters_of_its_key() {
+    let server = server::spawn(Config::default()).await.unwrap();
+    let url = server.url();
+    let (pin, token) = create_cluster(&client(), &url).await;
+    let wait_for = |key: &str| {
+        let url = format!("{url}/api/v1/clusters/{pin}/keys/{key}?wait=30");
+        tokio::spawn(async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    let on_a = wait_for("a");
+    until_waiters(&server, 1).await;
+    // Writes of other keys of the same PIN: the change reports are made before the 201, so
+    // a wrong wake-up would be counted by now.
+    for i in 0..20 {
+        assert_eq!(
+            post_key(&client(), &url, &pin, &format!("b{i}"), "x").await,
+            201
+        );
+    }
+    assert_eq!(metric(&url, "clusterctx_longpoll_wakeups_total").await, 0);
+    assert!(!on_a.is_finished());
+    assert_eq!(post_key(&client(), &url, &pin, "a", "1").await, 201);
+    assert_eq!(on_a.await.unwrap(), (200, "a: 1".to_string()));
+    assert_eq!(metric(&url, "clusterctx_longpoll_wakeups_total").await, 1);
+
+    // Deleting the cluster wakes every waiter of the PIN, whatever its key.
+    let waiting = [wait_for("c"), wait_for("d")];
+    until_waiters(&server, 2).await;
+    let cluster = format!("{url}/api/v1/clusters/{pin}");
+    assert_eq!(delete_with_token(&client(), &cluster, &token).await, 204);
+    for waiter in waiting {
+        assert_eq!(waiter.await.unwrap().0, 404);
+    }
+    assert_eq!(metric(&url, "clusterctx_longpoll_wakeups_total").await, 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_a_get_with_a_valid_wait_gets_the_long_poll_budget() {
+    let server = server::spawn(Config {
+        request_timeout: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let (pin, token) = create_cluster(&client(), &server.url()).await;
+    assert_eq!(
+        post_key(&client(), &server.url(), &pin, "master_ip", "10.0.0.1").await,
+        201
+    );
+    // A write with `?wait=60` and a body that stalls: cut at the plain time limit.
+    for method in ["PUT", "PATCH", "POST"] {
+        let path = match method {
+            "POST" => format!("/api/v1/clusters/{pin}/keys?wait=60"),
+            _ => format!("/api/v1/clusters/{pin}/keys/master_ip?wait=60"),
+        };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        let started = Instant::now();
+        let answer = raw_exchange(server.addr(), request.as_bytes(), Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{method}: {answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{method} held {:?}",
+            started.elapsed()
+        );
+    }
+    // A long-poll gets its wait on top of the limit: 404 after 2 s, not 408 after 1 s.
+    let started = Instant::now();
+    let (status, _) = get_text(
+        &client(),
+        &format!("{}/api/v1/clusters/{pin}/keys/absent?wait=2", server.url()),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_failures_are_answered_507_and_503_with_retry_after() {
+    let store = Arc::new(FaultyStore::new(Arc::new(
+        SqliteStore::open_in_memory().unwrap(),
+    )));
+    let server = server::spawn_with(Config::default(), Arc::clone(&store) as Arc<dyn Store>)
+        .await
+        .unwrap();
+    let url = server.url();
+    let (pin, _) = create_cluster(&client(), &url).await;
+    let post = || {
+        client()
+            .post(format!("{url}/api/v1/clusters/{pin}/keys"))
+            .json(&serde_json::json!({"key": "master_ip", "value": "10.0.0.1"}))
+            .send()
+    };
+    store.fail_writes(1, StoreError::Full);
+    let full = post().await.unwrap();
+    assert_eq!(full.status(), 507);
+    assert_eq!(full.headers()["retry-after"], "30");
+    store.fail_writes(1, StoreError::Unavailable("the database went away".into()));
+    let away = post().await.unwrap();
+    assert_eq!(away.status(), 503);
+    assert_eq!(away.headers()["retry-after"], "30");
+    store.fail_reads(1, StoreError::Unavailable("the database went away".into()));
+    let (status, _) = get_text(&client(), &format!("{url}/api/v1/clusters/{pin}")).await;
+    assert_eq!(status, 503);
+    // Nothing was written, and the store serves again.
+    let (status, _) = get_text(
+        &client(),
+        &format!("{url}/api/v1/clusters/{pin}/keys/master_ip"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(post().await.unwrap().status(), 201);
+    server.shutdown().await;
 }

@@ -85,7 +85,22 @@ impl ServeProcess {
     /// Starts `clusterctx serve --listen 127.0.0.1:0 --db <db> <extra>` and waits for its
     /// "listening on" line to learn the port.
     pub fn start(db: &Path, extra: &[&str]) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_clusterctx"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_clusterctx")), db, extra)
+    }
+
+    /// The same under the process umask `umask` (e.g. "000"), set by a shell that then
+    /// execs the service.
+    pub fn start_with_umask(umask: &str, db: &Path, extra: &[&str]) -> ServeProcess {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_clusterctx"));
+        Self::spawn(shell, db, extra)
+    }
+
+    fn spawn(mut command: Command, db: &Path, extra: &[&str]) -> ServeProcess {
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
             .args(extra)

@@ -1,0 +1,217 @@
+//! The store seam: what the service needs from durable storage, whatever holds it (afterburn's
+//! `MetadataProvider` is the model). [`AppState`](super::AppState) decides what a request
+//! means (expiry at read time, admin tokens, answers); a [`Store`] keeps clusters and keys, makes
+//! writes durable before it returns, enforces uniqueness itself, and reports every committed
+//! change to one [`ChangeSink`], so that parked long-polls wake wherever the write came from.
+//!
+//! - [`sqlite`]: one process, one SQLite file (or memory), with every cluster cached in memory
+//!   so that reads cost a map lookup.
+//! - [`faulty`]: wraps another store and fails or delays its operations on demand, for tests.
+//!
+//! Every operation is async and may be served by another machine: nothing here assumes that
+//! the process holds the data. This module imports nothing else of the server.
+
+pub mod faulty;
+pub mod sqlite;
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use crate::secret::redact;
+
+/// What every store operation returns: an answer at hand (a read from a cache, without an
+/// allocation: the GET hot path costs what a map lookup costs) or a boxed future to await.
+pub enum StoreFuture<'a, T> {
+    Ready(Option<Result<T, StoreError>>),
+    Pending(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        StoreFuture::Ready(Some(result))
+    }
+
+    pub fn pending(future: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> Self {
+        StoreFuture::Pending(Box::pin(future))
+    }
+}
+
+impl<T: Unpin> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            StoreFuture::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .expect("a StoreFuture polled after it was ready"),
+            ),
+            StoreFuture::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Receives every committed change, from this process or (for a shared database) another.
+pub type ChangeSink = Arc<dyn Fn(Change<'_>) + Send + Sync>;
+
+/// Why an operation was refused or failed. Nothing of a failed write is kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint: the PIN or the key already exists.
+    #[error("already exists")]
+    Conflict,
+    /// The cluster is not in the store.
+    #[error("no such cluster")]
+    NoCluster,
+    /// The cluster had expired when the write was made.
+    #[error("the cluster has expired")]
+    Expired,
+    /// The cluster already holds this many keys.
+    #[error("the cluster already holds {0} keys")]
+    TooManyKeys(usize),
+    /// The disk (or the database's quota) is full; retrying later may succeed.
+    #[error("the disk is full")]
+    Full,
+    /// The store is closed: the server is shutting down.
+    #[error("the store is closed")]
+    Closed,
+    /// A transient failure (I/O, a database that cannot be reached); retrying may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A cluster's own record, without its keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterRecord {
+    pub pin: String,
+    pub created_ms: i64,
+    /// Wall-clock milliseconds; at and after it the PIN answers 410.
+    pub expires_ms: i64,
+    /// SHA-256 of the admin token; the token itself is never stored.
+    pub token_hash: [u8; 32],
+}
+
+impl fmt::Debug for ClusterRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterRecord")
+            .field("pin", &redact(&self.pin))
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One key read: its cluster's expiry (the caller decides what "expired" means now) and the
+/// value if the key exists. The hot path, so nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRead {
+    pub expires_ms: i64,
+    pub value: Option<String>,
+}
+
+/// Every key of a cluster, sorted by name, with the cluster's expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysRead {
+    pub expires_ms: i64,
+    pub keys: Vec<(String, String)>,
+}
+
+/// A create-only write of one key.
+pub struct NewKey {
+    pub pin: String,
+    pub key: String,
+    pub value: String,
+    /// Refused with [`StoreError::Expired`] if the cluster expires at or before this instant.
+    pub now_ms: i64,
+    /// Refused with [`StoreError::TooManyKeys`] if the cluster already holds this many.
+    pub max_keys: usize,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired clusters whose keys were deleted (their PINs still answer 410).
+    pub emptied: u64,
+    /// Clusters forgotten altogether (their PINs now answer 404).
+    pub forgotten: u64,
+}
+
+/// What the store holds right now, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Clusters whose PIN is live.
+    pub clusters: u64,
+    /// Expired clusters still answering 410 until the sweep forgets them.
+    pub tombstones: u64,
+    /// Keys of live clusters.
+    pub keys: u64,
+}
+
+/// A committed change, as reported to the [`ChangeSink`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub pin: &'a str,
+    /// The key created or replaced; `None` for the whole cluster (deleted, expired, swept).
+    pub key: Option<&'a str>,
+}
+
+impl fmt::Debug for Change<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change")
+            .field("pin", &redact(self.pin))
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Durable storage of clusters and keys.
+///
+/// Writes return only once the change is durable, and report it to the sink before they
+/// return, so that a reader woken by the change finds it. Reads see every write that has
+/// returned, from any process sharing the store. Deleting a key reports nothing: long-polls
+/// wait for keys to appear, never to vanish.
+pub trait Store: Send + Sync {
+    /// Sets where changes are reported. Called once, before the first write.
+    fn subscribe(&self, sink: ChangeSink);
+
+    /// Creates a cluster without keys; [`StoreError::Conflict`] if its PIN is taken.
+    fn create_cluster(&self, cluster: ClusterRecord) -> StoreFuture<'_, ()>;
+
+    /// The cluster of `pin`, expired or not; `None` if it is not stored.
+    fn cluster<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<ClusterRecord>>;
+
+    /// One key of `pin`; `None` if the cluster is not stored.
+    fn key<'a>(&'a self, pin: &'a str, key: &'a str) -> StoreFuture<'a, Option<KeyRead>>;
+
+    /// Every key of `pin`; `None` if the cluster is not stored.
+    fn keys<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<KeysRead>>;
+
+    /// Create-only: of concurrent creates of one key, exactly one succeeds, the others get
+    /// [`StoreError::Conflict`], decided by the store itself.
+    fn create_key(&self, new: NewKey) -> StoreFuture<'_, ()>;
+
+    /// Replaces an existing value; false if there is no such key.
+    fn replace_key(&self, pin: String, key: String, value: String) -> StoreFuture<'_, bool>;
+
+    /// False if there was no such key.
+    fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool>;
+
+    /// Deletes a cluster and its keys at once; false if there was no such cluster.
+    fn delete_cluster(&self, pin: String) -> StoreFuture<'_, bool>;
+
+    /// Deletes the keys of clusters expired at `now_ms`, and the clusters themselves once
+    /// expired before `forget_before_ms`.
+    fn sweep(&self, now_ms: i64, forget_before_ms: i64) -> StoreFuture<'_, Swept>;
+
+    /// Counts at `now_ms`.
+    fn inventory(&self, now_ms: i64) -> StoreFuture<'_, Inventory>;
+
+    /// Stops taking writes ([`StoreError::Closed`] from then on) and releases the storage.
+    /// Nothing acknowledged is lost.
+    fn close(&self);
+}
