@@ -44,8 +44,9 @@ pub struct KeyItem {
 }
 
 /// A cluster as the service describes it. `pin` and `creation_time` are the legacy fields;
-/// the rest are ours and optional so that legacy answers still parse.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// the rest are ours and optional so that legacy answers still parse. Its `Debug` redacts the
+/// PIN and the admin token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfo {
     pub pin: String,
     /// RFC 3339.
@@ -56,6 +57,20 @@ pub struct ClusterInfo {
     /// Only in the answer to the creating POST: needed to replace or delete keys later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterInfo")
+            .field("pin", &crate::secret::redact(&self.pin))
+            .field("creation_time", &self.creation_time)
+            .field("expires_at", &self.expires_at)
+            .field(
+                "admin_token",
+                &self.admin_token.as_deref().map(crate::secret::redact),
+            )
+            .finish()
+    }
 }
 
 /// The JSON body of every error answer from our service.
@@ -134,6 +149,20 @@ pub fn parse_text<'a>(key: &str, body: &'a str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_info_debug_shows_neither_pin_nor_token() {
+        let info = ClusterInfo {
+            pin: "enico1qq0oey".into(),
+            creation_time: "2026-12-02T06:00:00Z".into(),
+            expires_at: None,
+            admin_token: Some("tok3n-that-must-not-leak".into()),
+        };
+        let shown = format!("{info:?}");
+        assert!(!shown.contains("enico1qq0oey"), "{shown}");
+        assert!(!shown.contains("tok3n-that-must-not-leak"), "{shown}");
+        assert!(shown.contains("2026-12-02T06:00:00Z"), "{shown}");
+    }
 
     #[test]
     fn pins() {
