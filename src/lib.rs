@@ -28,6 +28,8 @@
 //!   limits, metrics, TLS. Its options are one `clap` struct, `server::Config`.
 //! - [`logging`]: tracing to journald when it is there, to stderr otherwise.
 //! - [`cli`]: the command-line definition, also used to generate the man page and completions.
+//! - [`notify`]: progress for systemd: the retry loop's per-try lines and the final word of a
+//!   run become `STATUS=` messages, so `systemctl status` shows where a boot stands.
 //! - [`manage`]: the manual commands `clusterctx pin ...` and `clusterctx key ...`.
 //! - [`sys`]: process-wide OS settings (the open files limit), for the service and the load
 //!   tools in `examples/`.
@@ -41,6 +43,7 @@ pub mod client;
 pub mod context;
 pub mod logging;
 pub mod manage;
+pub mod notify;
 pub mod protocol;
 pub mod seal;
 pub mod secret;

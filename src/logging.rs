@@ -35,7 +35,9 @@ pub fn init(verbosity: u8) {
         None
     };
 
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::notify::layer());
     // try_init: tests and embedders may already have installed a subscriber.
     match journald {
         Some(layer) => {

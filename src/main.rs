@@ -30,6 +30,8 @@ fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!(" -> {cause}");
             }
+            // The unit's status line keeps the cause once the run is over.
+            clusterctx::notify::status(&format!("failed: {err}"));
             // The agent's failures say their class in the code (see `clusterctx contextualize
             // --help`); anything else is a plain failure.
             ExitCode::from(

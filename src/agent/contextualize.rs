@@ -56,6 +56,7 @@ pub async fn run(
         if needed.iter().all(|key| state.values.contains_key(key)) {
             let refilled = fill(contexts, &state.values)?;
             tracing::info!(
+                status = %format!("done: already contextualized as {role}, {} file(s) refilled", refilled.len()),
                 "already contextualized as {role} for PIN {}; refilled {} file(s) from recorded values",
                 config.pin,
                 refilled.len()
@@ -218,6 +219,7 @@ impl<'a> Run<'a> {
 
         let rewritten = fill(contexts, &self.state.values)?;
         tracing::info!(
+            status = %format!("done: {} file(s) filled as {role}", rewritten.len()),
             "contextualized as {role}: {} file(s) rewritten",
             rewritten.len()
         );

@@ -60,8 +60,16 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> Result<Announced, 
     retry(&mut schedule, &step, |_| async move {
         // Any existing value means an earlier run of ours got there first: idempotent.
         match client.create_key(pin, KEY_MASTER_READY, "yes").await? {
-            Created::Created => tracing::info!("published master_ready=yes"),
-            Created::AlreadyExists => tracing::info!("master_ready was already published"),
+            Created::Created => {
+                tracing::info!(
+                    status = "done: published master_ready",
+                    "published master_ready=yes"
+                )
+            }
+            Created::AlreadyExists => tracing::info!(
+                status = "done: master_ready was already published",
+                "master_ready was already published"
+            ),
         }
         Ok::<_, crate::client::ClientError>(Attempt::Done(()))
     })

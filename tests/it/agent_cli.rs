@@ -370,3 +370,131 @@ fn no_debug_print_shows_a_pin_or_token() {
         assert!(text.contains("zq7…"), "{text}");
     }
 }
+
+/// Datagrams on a notify socket of the test's own, as systemd would receive them.
+#[cfg(feature = "server")]
+struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+    seen: Vec<String>,
+}
+
+#[cfg(feature = "server")]
+impl NotifySocket {
+    fn bind(path: std::path::PathBuf) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        NotifySocket {
+            socket,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a message contains `wanted`, within `limit`; returns it.
+    fn wait_for(&mut self, wanted: &str, limit: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        if let Some(found) = self.seen.iter().find(|m| m.contains(wanted)) {
+            return found.clone();
+        }
+        let mut buffer = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buffer) {
+                let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                self.seen.push(message.clone());
+                if message.contains(wanted) {
+                    return message;
+                }
+            }
+        }
+        panic!("no status {wanted:?} within {limit:?}; got {:?}", self.seen);
+    }
+}
+
+#[cfg(feature = "server")]
+#[test]
+fn progress_reaches_systemds_notify_socket() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = ServeProcess::start(&dir.path().join("pins.sqlite3"), &[]);
+    let created = clusterctx(&["pin", "create", "--service", &service.url]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let pin = stdout(&created).lines().next().unwrap().to_string();
+
+    let worker_file = dir.path().join("worker.txt");
+    std::fs::write(
+        &worker_file,
+        WORKER.replace("PIN", &pin).replace("URL", &service.url),
+    )
+    .unwrap();
+    let mut worker_status = NotifySocket::bind(dir.path().join("worker.sock"));
+    let mut worker = Command::new(BIN)
+        .args(["contextualize", "--context"])
+        .arg(&worker_file)
+        .arg("--state-dir")
+        .arg(dir.path().join("worker-state"))
+        .env_remove("JOURNAL_STREAM")
+        .env("NOTIFY_SOCKET", &worker_status.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = worker_status.wait_for("waiting for master_ready", Duration::from_secs(20));
+    assert!(
+        waiting.starts_with("STATUS=waiting for master_ready (try 1/50) at http://127.0.0.1:"),
+        "{waiting}"
+    );
+    assert!(!waiting.contains(&pin), "the PIN leaked: {waiting}");
+
+    let master_file = dir.path().join("master.txt");
+    std::fs::write(
+        &master_file,
+        MASTER.replace("PIN", &pin).replace("URL", &service.url),
+    )
+    .unwrap();
+    let mut master_status = NotifySocket::bind(dir.path().join("master.sock"));
+    for step in ["contextualize", "master-ready"] {
+        let out = Command::new(BIN)
+            .args([step, "--context"])
+            .arg(&master_file)
+            .arg("--state-dir")
+            .arg(dir.path().join("master-state"))
+            .env_remove("JOURNAL_STREAM")
+            .env("NOTIFY_SOCKET", &master_status.path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{step}: {}", stderr(&out));
+    }
+    master_status.wait_for(
+        "STATUS=done: 0 file(s) filled as master",
+        Duration::from_secs(5),
+    );
+    master_status.wait_for(
+        "STATUS=done: published master_ready",
+        Duration::from_secs(5),
+    );
+    worker_status.wait_for(
+        "STATUS=done: 1 file(s) filled as worker",
+        Duration::from_secs(20),
+    );
+    assert!(worker.wait().unwrap().success());
+
+    // A run that fails leaves its cause as the unit's last status.
+    service.signal(libc::SIGTERM);
+    service.wait_exit(Duration::from_secs(10));
+    let mut failed_status = NotifySocket::bind(dir.path().join("failed.sock"));
+    let out = Command::new(BIN)
+        .args(["contextualize", "--context"])
+        .arg(&worker_file)
+        .arg("--state-dir")
+        .arg(dir.path().join("failed-state"))
+        .args(["--tries", "2", "--interval", "0.1"])
+        .env_remove("JOURNAL_STREAM")
+        .env("NOTIFY_SOCKET", &failed_status.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(code::UNAVAILABLE)));
+    failed_status.wait_for("STATUS=failed: ", Duration::from_secs(5));
+}
