@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context;
 
-use crate::context::{check_value, write_atomic, ContextFile, UcernvmBlock};
+use crate::context::{check_value, ContextFile, UcernvmBlock};
 
 /// Where CernVM keeps the user-data, in the order the block is looked for: the bootloader's
 /// copy, its persistent copy (amiconfig), then cloud-init's raw copy.
@@ -102,10 +102,6 @@ impl ContextSet {
         self.files.is_empty()
     }
 
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.files.iter().map(|(p, _)| p.as_path())
-    }
-
     /// The ucernvm block and the file it came from.
     pub fn block(&self) -> anyhow::Result<Option<(&Path, UcernvmBlock)>> {
         for (path, file) in &self.files {
@@ -147,7 +143,8 @@ impl ContextSet {
 
     /// Fills the placeholders of every file from `values`. Every value is checked first and
     /// every new content computed before the first file is written, so a bad value or a
-    /// broken file changes nothing. Returns the files rewritten, with the number of keys
+    /// broken file changes nothing. Each file is rewritten in the directory it was read from
+    /// and only if it is still the file read ([`ContextFile::rewrite`]). Returns the files rewritten, with the number of keys
     /// filled in each.
     pub fn substitute_all(
         &self,
@@ -168,13 +165,12 @@ impl ContextSet {
                 .substitute(values)
                 .with_context(|| format!("cannot fill placeholders in {}", path.display()))?
             {
-                rewrites.push((path, bytes, filled));
+                rewrites.push((path, file, bytes, filled));
             }
         }
         let mut done = BTreeMap::new();
-        for (path, bytes, filled) in rewrites {
-            write_atomic(path, &bytes)
-                .with_context(|| format!("failed to rewrite {}", path.display()))?;
+        for (path, file, bytes, filled) in rewrites {
+            file.rewrite(&bytes)?;
             tracing::info!("filled {filled} placeholder key(s) in {}", path.display());
             done.insert(path.clone(), filled);
         }

@@ -11,7 +11,8 @@
 //!   byte as it was.
 //!
 //! Before a value goes into a file it passes [`check_value`]; the new bytes go to disk with
-//! [`write_atomic`]. Nothing here does network I/O or logs: the agent does both.
+//! [`ContextFile::rewrite`], in the directory the file was read from and only if it is still
+//! the file read. Nothing here does network I/O or logs: the agent does both.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -40,7 +41,10 @@
 //! - `block`: the ucernvm block reader for one text, with its rules.
 //! - `placeholder`: the placeholder rule for one text.
 //! - `value`: [`check_value`].
-//! - `atomic`: [`write_atomic`].
+//! - `held`: a loaded file's directory, held open from the read to the rewrite, and the
+//!   checks that keep another local user from redirecting the rewrite (symlinks, swaps,
+//!   directories others can write, FIFOs).
+//! - `atomic`: the rewrite sequence in an open directory, and [`write_atomic`] by path.
 //!
 //! # Decisions
 //!
@@ -66,13 +70,13 @@
 
 mod atomic;
 mod block;
+mod held;
 mod placeholder;
 mod userdata;
 mod value;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -141,6 +145,27 @@ pub enum ContextError {
         #[source]
         source: io::Error,
     },
+    /// A FIFO, device, directory or symlink given as a context file: only regular files are
+    /// read (a FIFO would block the agent) and links are never followed.
+    #[error("{} is a {kind}, not a regular file; only regular files are read as context files and symbolic links are not followed", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// The file's directory lets another user swap the file before the agent rewrites it.
+    #[error("refusing {}: its directory {} {why}, so another user could replace the file before it is rewritten", path.display(), dir.display())]
+    UnsafeDirectory {
+        path: PathBuf,
+        dir: PathBuf,
+        why: String,
+    },
+    /// The file or its directory changed between the read and the rewrite; nothing was
+    /// written.
+    #[error("refusing to rewrite {}: {why} since it was read; the file was left as it is", path.display())]
+    Swapped { path: PathBuf, why: String },
+    #[error("failed to rewrite {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ContextError {
@@ -150,7 +175,11 @@ impl ContextError {
             Self::Read { path, .. }
             | Self::TooLarge { path }
             | Self::Value { path, .. }
-            | Self::Recompress { path, .. } => path,
+            | Self::Recompress { path, .. }
+            | Self::NotRegular { path, .. }
+            | Self::UnsafeDirectory { path, .. }
+            | Self::Swapped { path, .. }
+            | Self::Write { path, .. } => path,
             Self::UnclosedBlock { at }
             | Self::NestedBegin { at, .. }
             | Self::NotUtf8 { at }
@@ -180,6 +209,9 @@ pub struct ContextFile {
     root: userdata::Node,
     /// What the decoder could not read (left alone), for `check` and the log.
     notes: Vec<userdata::Note>,
+    /// The directory held open since [`load`](Self::load), for [`rewrite`](Self::rewrite);
+    /// `None` for [`from_bytes`](Self::from_bytes).
+    held: Option<held::Held>,
 }
 
 impl fmt::Debug for ContextFile {
@@ -202,16 +234,36 @@ impl ContextFile {
             path: path.to_path_buf(),
             source,
         };
+        let held = held::Held::open(path)?;
         let mut raw = Vec::new();
-        File::open(path)
-            .and_then(|file| file.take(MAX_FILE_LEN + 1).read_to_end(&mut raw))
+        held.file()
+            .take(MAX_FILE_LEN + 1)
+            .read_to_end(&mut raw)
             .map_err(read_error)?;
         if raw.len() as u64 > MAX_FILE_LEN {
             return Err(ContextError::TooLarge {
                 path: path.to_path_buf(),
             });
         }
-        Ok(Self::from_bytes(path, raw))
+        Ok(ContextFile {
+            held: Some(held),
+            ..Self::from_bytes(path, raw)
+        })
+    }
+
+    /// Replaces the file [`load`](Self::load) read with `bytes`, atomically, keeping its owner
+    /// and mode, in the directory it was read from, and only if it is still the same file
+    /// there (see the `held` module): a file or directory swapped meanwhile is an error and
+    /// nothing is written. A file made with [`from_bytes`](Self::from_bytes) was not read from
+    /// disk and is written with [`write_atomic`].
+    pub fn rewrite(&self, bytes: &[u8]) -> Result<(), ContextError> {
+        match &self.held {
+            Some(held) => held.rewrite(&self.path, bytes),
+            None => write_atomic(&self.path, bytes).map_err(|source| ContextError::Write {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// Decodes `bytes` as the content of a file at `path` (used in messages only). Never fails
@@ -224,6 +276,7 @@ impl ContextFile {
             raw,
             root,
             notes,
+            held: None,
         }
     }
 
