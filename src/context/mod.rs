@@ -37,7 +37,8 @@
 //! # Layout
 //!
 //! - `userdata`: formats. Decodes the layers (gzip, MIME, transfer encodings) into texts and
-//!   re-encodes a changed text into the same layers, copying everything else.
+//!   re-encodes a changed text into the same layers, copying everything else; one small
+//!   module per format (`mime`, `multipart`, `gzip`, `base64`, `qp`) and one for the tree walks.
 //! - `block`: the ucernvm block reader for one text, with its rules.
 //! - `placeholder`: the placeholder rule for one text.
 //! - `value`: [`check_value`].
