@@ -210,6 +210,9 @@ pub struct ContextFile {
     root: userdata::Node,
     /// What the decoder could not read (left alone), for `check` and the log.
     notes: Vec<userdata::Note>,
+    /// One scan per text of `root`, in the order [`userdata::texts`] gives them: every query
+    /// and the substitution use these instead of scanning again.
+    scanned: Vec<Scanned>,
     /// The directory held open since [`load`](Self::load), for [`rewrite`](Self::rewrite);
     /// `None` for [`from_bytes`](Self::from_bytes).
     held: Option<held::Held>,
@@ -222,6 +225,28 @@ impl fmt::Debug for ContextFile {
             .field("len", &self.raw.len())
             .field("structure", &self.structure())
             .finish()
+    }
+}
+
+/// What the one scan of a text found.
+struct Scanned {
+    /// The block reader's view: blocks, their regions, notes, a problem.
+    scan: block::Scan,
+    /// The placeholders outside the block regions.
+    found: Vec<placeholder::Found>,
+    /// The text's length, to check that the substitution visits the texts in scan order.
+    len: usize,
+}
+
+impl Scanned {
+    fn of(text: &[u8]) -> Self {
+        let scan = block::scan(text);
+        let found = placeholder::find(text, &scan.regions);
+        Scanned {
+            scan,
+            found,
+            len: text.len(),
+        }
     }
 }
 
@@ -272,11 +297,16 @@ impl ContextFile {
     pub fn from_bytes(path: impl Into<PathBuf>, bytes: impl Into<Vec<u8>>) -> Self {
         let raw = bytes.into();
         let (root, notes) = userdata::decode(&raw);
+        let scanned = userdata::texts(&root, &raw)
+            .iter()
+            .map(|text| Scanned::of(text.text))
+            .collect();
         ContextFile {
             path: path.into(),
             raw,
             root,
             notes,
+            scanned,
             held: None,
         }
     }
@@ -310,8 +340,7 @@ impl ContextFile {
                 None => format!("{}: {message}", self.path.display()),
             })
             .collect();
-        for text in self.texts() {
-            let scan = block::scan(text.text);
+        for (text, Scanned { scan, .. }) in self.texts_scanned() {
             for (line, note) in &scan.notes {
                 warnings.push(format!("{}: {note}", self.location(&text, *line)));
             }
@@ -326,8 +355,7 @@ impl ContextFile {
     /// and line.
     pub fn block(&self) -> Result<Option<UcernvmBlock>, ContextError> {
         let mut first: Option<UcernvmBlock> = None;
-        for text in self.texts() {
-            let scan = block::scan(text.text);
+        for (text, Scanned { scan, .. }) in self.texts_scanned() {
             let place = |line| self.location(&text, line);
             if let Some(problem) = scan.problem {
                 return Err(match problem {
@@ -362,13 +390,10 @@ impl ContextFile {
     /// `###MASTER_IP_PLACEHOLDER###`). Placeholders inside the ucernvm block do not count. The
     /// rule, with its odd cases, is in the `placeholder` module.
     pub fn placeholders(&self) -> BTreeSet<String> {
-        self.texts()
+        self.scanned
             .iter()
-            .flat_map(|text| {
-                let scan = block::scan(text.text);
-                placeholder::find(text.text, &scan.regions)
-            })
-            .map(|found| found.key)
+            .flat_map(|scanned| &scanned.found)
+            .map(|found| found.key.clone())
             .collect()
     }
 
@@ -394,13 +419,19 @@ impl ContextFile {
                 })?;
             }
         }
+        // The substitution visits the texts in the order they were scanned.
+        let mut scanned = self.scanned.iter();
         let mut replace = |text: &[u8]| {
-            let scan = block::scan(text);
-            placeholder::find(text, &scan.regions)
-                .into_iter()
+            let Some(scanned) = scanned.next() else {
+                return Vec::new();
+            };
+            debug_assert_eq!(scanned.len, text.len(), "texts visited out of order");
+            scanned
+                .found
+                .iter()
                 .filter_map(|found| {
                     let value = values.get(&found.key)?;
-                    Some((found.range, value.as_bytes().to_vec()))
+                    Some((found.range.clone(), value.as_bytes().to_vec()))
                 })
                 .collect()
         };
@@ -412,8 +443,10 @@ impl ContextFile {
         })
     }
 
-    fn texts(&self) -> Vec<userdata::TextRef<'_>> {
+    fn texts_scanned(&self) -> impl Iterator<Item = (userdata::TextRef<'_>, &Scanned)> {
         userdata::texts(&self.root, &self.raw)
+            .into_iter()
+            .zip(&self.scanned)
     }
 
     fn location(&self, text: &userdata::TextRef<'_>, line: usize) -> Location {
@@ -927,7 +960,7 @@ Content-Transfer-Encoding: base64\n\n!!!\n--===============2954587519432768337==
 
         /// The single generated text inside a file, decoded.
         fn generated_text(f: &ContextFile, how: &Wrap) -> Vec<u8> {
-            let texts = f.texts();
+            let texts = userdata::texts(&f.root, &f.raw);
             let index = match how {
                 Wrap::Plain | Wrap::Gzip => 0,
                 _ => 1,
