@@ -82,7 +82,9 @@ pub struct ContextSet {
 
 impl ContextSet {
     /// Loads `explicit` (every file must exist), or the defaults when it is empty. A broken
-    /// file is an error naming the file (and line); nothing has been touched yet.
+    /// file is an error naming the file (and line); nothing has been touched yet. So is a
+    /// symlink, a FIFO or other non-regular file, and a file in a directory another user can
+    /// write ([`ContextFile::load`]); each file's directory stays open for the rewrite.
     pub fn load(explicit: &[PathBuf]) -> anyhow::Result<Self> {
         let paths = if explicit.is_empty() {
             default_files()
@@ -168,6 +170,10 @@ impl ContextSet {
                 rewrites.push((path, file, bytes, filled));
             }
         }
+        // A file swapped while we waited stops the run before any file is written.
+        for (_, file, _, _) in &rewrites {
+            file.check_unchanged()?;
+        }
         let mut done = BTreeMap::new();
         for (path, file, bytes, filled) in rewrites {
             file.rewrite(&bytes)?;
@@ -214,5 +220,28 @@ mod tests {
                 "scripts/per-once/once.sh",
             ]
         );
+    }
+
+    #[test]
+    fn a_file_swapped_while_waiting_stops_the_run_before_any_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = "ip=###MASTER_IP_PLACEHOLDER###\n";
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::write(&first, content).unwrap();
+        std::fs::write(&second, content).unwrap();
+        let set = ContextSet::load(&[first.clone(), second.clone()]).unwrap();
+        std::fs::remove_file(&second).unwrap();
+        std::fs::write(&second, content).unwrap();
+
+        let values = BTreeMap::from([("master_ip".to_string(), "10.0.0.5".to_string())]);
+        let err = set.substitute_all(&values).unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<crate::context::ContextError>(),
+                Some(crate::context::ContextError::Swapped { path, .. }) if *path == second
+            ),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), content);
     }
 }

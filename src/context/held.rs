@@ -124,6 +124,24 @@ impl Held {
 
     /// Replaces the file with `bytes` (see `atomic`), if it is still the one read.
     pub(crate) fn rewrite(&self, path: &Path, bytes: &[u8]) -> Result<(), ContextError> {
+        let now = self.unchanged(path)?;
+        atomic::replace_in(
+            self.dir.as_fd(),
+            &self.dir_path,
+            &self.name,
+            Some(Original::of(&now)),
+            bytes,
+            io::Write::write_all,
+        )
+        .map_err(|source| ContextError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The file's status now, if the path's directory still is the held one and the file in
+    /// it the one read.
+    pub(crate) fn unchanged(&self, path: &Path) -> Result<FileStat, ContextError> {
         let swapped = |why: String| ContextError::Swapped {
             path: path.to_path_buf(),
             why,
@@ -149,18 +167,7 @@ impl Held {
         if id_of(&now) != self.file_id {
             return Err(swapped("it was replaced by another file".into()));
         }
-        atomic::replace_in(
-            self.dir.as_fd(),
-            &self.dir_path,
-            &self.name,
-            Some(Original::of(&now)),
-            bytes,
-            io::Write::write_all,
-        )
-        .map_err(|source| ContextError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(now)
     }
 
     /// The path's directory must resolve to the held one.

@@ -277,6 +277,16 @@ impl ContextFile {
         })
     }
 
+    /// Whether the file [`load`](Self::load) read is still in place, as
+    /// [`rewrite`](Self::rewrite) requires: an error says what changed. Always `Ok` for a
+    /// file made with [`from_bytes`](Self::from_bytes).
+    pub fn check_unchanged(&self) -> Result<(), ContextError> {
+        match &self.held {
+            Some(held) => held.unchanged(&self.path).map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// Replaces the file [`load`](Self::load) read with `bytes`, atomically, keeping its owner
     /// and mode, in the directory it was read from, and only if it is still the same file
     /// there (see the `held` module): a file or directory swapped meanwhile is an error and
