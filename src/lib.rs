@@ -12,7 +12,8 @@
 //! - [`secret`]: PIN and token wrappers that redact themselves in logs and `Debug` output.
 //! - [`context`]: the user-data side: finding the `[ucernvm-begin]` block in any user-data
 //!   format cloud-init accepts, finding and substituting `###<NAME>_PLACEHOLDER###`, checking
-//!   values before they reach a file, and rewriting files atomically.
+//!   values before they reach a file, and rewriting files atomically in the directory they
+//!   were read from, refusing one swapped meanwhile.
 //! - [`client`]: the HTTP client for the PIN service, with errors sorted into permanent and
 //!   transient, and the retry policy that schedules attempts.
 //! - [`agent`]: the boot steps built on the above: `contextualize` (master, worker, first-in
