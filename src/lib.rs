@@ -15,7 +15,8 @@
 //!   PIN, so that the PIN service never sees a cluster's values.
 //! - [`context`]: the user-data side: finding the `[ucernvm-begin]` block in any user-data
 //!   format cloud-init accepts, finding and substituting `###<NAME>_PLACEHOLDER###`, checking
-//!   values before they reach a file, and rewriting files atomically.
+//!   values before they reach a file, and rewriting files atomically in the directory they
+//!   were read from, refusing one swapped meanwhile.
 //! - [`client`]: the HTTP client for the PIN service, its errors (sorted into permanent and
 //!   transient) in their own module, and the retry schedule whose window is a deadline.
 //! - [`agent`]: the boot steps built on the above: one `Plan` made from the settings and the

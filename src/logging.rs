@@ -67,13 +67,9 @@ fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = value.split_once(':') else {
         return false;
     };
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat on fd 2 writes into the provided buffer and touches nothing else.
-    let rc = unsafe { libc::fstat(2, stat.as_mut_ptr()) };
-    if rc != 0 {
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
         return false;
-    }
-    // SAFETY: fstat succeeded, so the buffer is initialised.
-    let stat = unsafe { stat.assume_init() };
-    dev.parse::<u64>().ok() == Some(stat.st_dev) && ino.parse::<u64>().ok() == Some(stat.st_ino)
+    };
+    dev.parse::<libc::dev_t>().ok() == Some(stat.st_dev)
+        && ino.parse::<libc::ino_t>().ok() == Some(stat.st_ino)
 }

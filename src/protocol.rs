@@ -138,12 +138,12 @@ pub fn render_text(key: &str, value: &str) -> String {
     format!("{key}: {value}")
 }
 
-/// Parses the legacy text rendering of `key`. Tolerates a trailing newline (some servers add
-/// one) but nothing else: the value is everything after `key: `.
-pub fn parse_text<'a>(key: &str, body: &'a str) -> Option<&'a str> {
-    let body = body.strip_suffix('\n').unwrap_or(body);
-    let body = body.strip_suffix('\r').unwrap_or(body);
-    body.strip_prefix(key)?.strip_prefix(": ")
+/// The value of one hexadecimal digit (either case): the `%XX` of a form body, the `=XX` of
+/// quoted-printable.
+pub fn hex_digit(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -198,15 +198,20 @@ mod tests {
     }
 
     #[test]
-    fn text_rendering_round_trips() {
-        let text = render_text("master_ip", "10.10.25.5");
-        assert_eq!(text, "master_ip: 10.10.25.5");
-        assert_eq!(parse_text("master_ip", &text), Some("10.10.25.5"));
+    fn text_rendering() {
         assert_eq!(
-            parse_text("master_ip", "master_ip: 10.10.25.5\n"),
-            Some("10.10.25.5")
+            render_text("master_ip", "10.10.25.5"),
+            "master_ip: 10.10.25.5"
         );
-        assert_eq!(parse_text("master_ip", "other: 1"), None);
-        assert_eq!(parse_text("master_ip", "master_ip:1"), None);
+    }
+
+    #[test]
+    fn hex_digits() {
+        for (b, v) in [(b'0', 0), (b'9', 9), (b'a', 10), (b'F', 15)] {
+            assert_eq!(hex_digit(b), Some(v));
+        }
+        for b in [b'g', b'G', b'+', b'-', b' ', 0xff] {
+            assert_eq!(hex_digit(b), None);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context;
 
-use crate::context::{check_value, write_atomic, ContextFile, UcernvmBlock};
+use crate::context::{check_value, ContextFile, UcernvmBlock};
 
 /// Where CernVM keeps the user-data, in the order the block is looked for: the bootloader's
 /// copy, its persistent copy (amiconfig), then cloud-init's raw copy.
@@ -82,7 +82,9 @@ pub struct ContextSet {
 
 impl ContextSet {
     /// Loads `explicit` (every file must exist), or the defaults when it is empty. A broken
-    /// file is an error naming the file (and line); nothing has been touched yet.
+    /// file is an error naming the file (and line); nothing has been touched yet. So is a
+    /// symlink, a FIFO or other non-regular file, and a file in a directory another user can
+    /// write ([`ContextFile::load`]); each file's directory stays open for the rewrite.
     pub fn load(explicit: &[PathBuf]) -> anyhow::Result<Self> {
         let paths = if explicit.is_empty() {
             default_files()
@@ -100,10 +102,6 @@ impl ContextSet {
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
-    }
-
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.files.iter().map(|(p, _)| p.as_path())
     }
 
     /// The ucernvm block and the file it came from.
@@ -147,7 +145,8 @@ impl ContextSet {
 
     /// Fills the placeholders of every file from `values`. Every value is checked first and
     /// every new content computed before the first file is written, so a bad value or a
-    /// broken file changes nothing. Returns the files rewritten, with the number of keys
+    /// broken file changes nothing. Each file is rewritten in the directory it was read from
+    /// and only if it is still the file read ([`ContextFile::rewrite`]). Returns the files rewritten, with the number of keys
     /// filled in each.
     pub fn substitute_all(
         &self,
@@ -168,13 +167,16 @@ impl ContextSet {
                 .substitute(values)
                 .with_context(|| format!("cannot fill placeholders in {}", path.display()))?
             {
-                rewrites.push((path, bytes, filled));
+                rewrites.push((path, file, bytes, filled));
             }
         }
+        // A file swapped while we waited stops the run before any file is written.
+        for (_, file, _, _) in &rewrites {
+            file.check_unchanged()?;
+        }
         let mut done = BTreeMap::new();
-        for (path, bytes, filled) in rewrites {
-            write_atomic(path, &bytes)
-                .with_context(|| format!("failed to rewrite {}", path.display()))?;
+        for (path, file, bytes, filled) in rewrites {
+            file.rewrite(&bytes)?;
             tracing::info!("filled {filled} placeholder key(s) in {}", path.display());
             done.insert(path.clone(), filled);
         }
@@ -218,5 +220,28 @@ mod tests {
                 "scripts/per-once/once.sh",
             ]
         );
+    }
+
+    #[test]
+    fn a_file_swapped_while_waiting_stops_the_run_before_any_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = "ip=###MASTER_IP_PLACEHOLDER###\n";
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::write(&first, content).unwrap();
+        std::fs::write(&second, content).unwrap();
+        let set = ContextSet::load(&[first.clone(), second.clone()]).unwrap();
+        std::fs::remove_file(&second).unwrap();
+        std::fs::write(&second, content).unwrap();
+
+        let values = BTreeMap::from([("master_ip".to_string(), "10.0.0.5".to_string())]);
+        let err = set.substitute_all(&values).unwrap_err();
+        assert!(
+            matches!(
+                err.downcast_ref::<crate::context::ContextError>(),
+                Some(crate::context::ContextError::Swapped { path, .. }) if *path == second
+            ),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), content);
     }
 }

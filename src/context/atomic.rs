@@ -1,22 +1,35 @@
 //! Atomic file rewrite: a crash or a full disk leaves the old file or the new one, never half.
 //!
-//! The sequence is the classic one (afterburn's `write_file_atomic`): a temporary file in the
-//! same directory, created with `O_EXCL` under an unpredictable name and mode 0600; the bytes;
-//! the original's owner and mode; `fsync`; `rename` over the original; `fsync` of the
-//! directory so the rename itself is durable. On any error before the rename the temporary file
-//! is removed and the original is untouched.
+//! The sequence is the classic one (afterburn's `write_file_atomic`), done relative to an open
+//! directory (`openat`, `renameat`) so that the directory written in is the one that was
+//! opened, whatever its path names meanwhile: a temporary file in that directory, created with
+//! `O_EXCL | O_NOFOLLOW` under an unpredictable name and mode 0600; the bytes; the original's
+//! owner and mode; `fsync`; `rename` over the original; `fsync` of the directory so the rename
+//! itself is durable. On any error before the rename the temporary file is removed and the
+//! original is untouched.
 //!
-//! A symlink is followed: the file it points to is replaced and the link stays. A file that
-//! does not exist yet is created with mode 0600 (state files may hold a PIN). Other hard links
-//! to the original keep the old content (the new file is a new inode). Extended attributes,
-//! ACLs and SELinux labels of the original are not copied.
+//! [`write_atomic`] takes a path (the agent's own state files): a symlink is followed, the file
+//! it points to is replaced and the link stays. Context files are rewritten through
+//! `held::Held`, which never follows a link and checks that the file is still the one read.
+//! A file that does not exist yet is created with mode 0600 (state files may hold a PIN).
+//! Other hard links to the original keep the old content (the new file is a new inode).
+//! Extended attributes, ACLs and SELinux labels of the original are not copied.
+//!
+//! The temporary file guard is our own rather than `tempfile`'s: `tempfile` creates by path,
+//! and here every step must be relative to the held directory descriptor.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, Mode, SFlag};
+use nix::unistd::{self, UnlinkatFlags};
 
 /// Mode of a file [`write_atomic`] creates; also the temporary file's mode until it is filled.
 const NEW_FILE_MODE: u32 = 0o600;
@@ -25,6 +38,25 @@ const NAME_TRIES: usize = 8;
 /// How much of the target's name goes into the temporary name, which must stay under the
 /// 255-byte limit of common file systems.
 const NAME_PREFIX_LEN: usize = 200;
+
+/// The owner and mode a replacement takes over from the file it replaces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Original {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits, set-id and sticky bits included.
+    pub mode: u32,
+}
+
+impl Original {
+    pub(crate) fn of(stat: &stat::FileStat) -> Self {
+        Original {
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            mode: stat.st_mode & 0o7777,
+        }
+    }
+}
 
 /// Replaces the content of `path` with `bytes` atomically, keeping its mode and owner. Every
 /// error names the path it is about.
@@ -42,51 +74,81 @@ pub(crate) fn write_atomic_with(
     write: impl FnOnce(&mut File, &[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
     let target = resolve(path)?;
-    let file_name = target
-        .file_name()
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot write {}: not a file name", path.display()),
-            )
-        })?
-        .to_owned();
-    let dir = match target.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let original = match fs::metadata(&target) {
-        Ok(meta) if meta.is_file() => Some(meta),
+    let file_name = target.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot write {}: not a file name", path.display()),
+        )
+    })?;
+    let dir_path = parent_of(&target);
+    let dir = open_dir(&dir_path).map_err(|e| with_context(e, "failed to open", &dir_path))?;
+    let original = match stat::fstatat(&dir, file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_regular(&st) => Some(Original::of(&st)),
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot replace {}: not a regular file", target.display()),
             ))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(with_context(e, "failed to inspect", &target)),
+        Err(Errno::ENOENT) => None,
+        Err(e) => return Err(with_context(e.into(), "failed to inspect", &target)),
     };
+    replace_in(dir.as_fd(), &dir_path, file_name, original, bytes, write)
+}
 
-    let (mut file, temp) = create_temp(&dir, &file_name)?;
+/// The directory part of `path`, `.` for a bare name.
+pub(crate) fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Opens `dir` to work relative to it; its last component must not be a symlink.
+pub(crate) fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    Ok(fcntl::open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+pub(crate) fn is_regular(stat: &stat::FileStat) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+}
+
+/// The write sequence of the module doc, in the open directory `dir` (whose path `dir_path` is
+/// only for messages): `name` there becomes `bytes`, with the owner and mode of `original`,
+/// or mode 0600 when there was none.
+pub(crate) fn replace_in(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    name: &OsStr,
+    original: Option<Original>,
+    bytes: &[u8],
+    write: impl FnOnce(&mut File, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let target = dir_path.join(name);
+    let (mut file, temp) = create_temp(dir, dir_path, name)?;
     write(&mut file, bytes).map_err(|e| with_context(e, "failed to write", &temp.path))?;
-    if let Some(original) = &original {
+    if let Some(original) = original {
         let current = file
             .metadata()
             .map_err(|e| with_context(e, "failed to inspect", &temp.path))?;
-        if (current.uid(), current.gid()) != (original.uid(), original.gid()) {
-            std::os::unix::fs::fchown(&file, Some(original.uid()), Some(original.gid()))
+        if (current.uid(), current.gid()) != (original.uid, original.gid) {
+            std::os::unix::fs::fchown(&file, Some(original.uid), Some(original.gid))
                 .map_err(|e| with_context(e, "failed to set the owner of", &temp.path))?;
         }
         // After the chown, which may clear set-id bits.
-        file.set_permissions(Permissions::from_mode(original.mode() & 0o7777))
+        file.set_permissions(Permissions::from_mode(original.mode))
             .map_err(|e| with_context(e, "failed to set the mode of", &temp.path))?;
     }
     file.sync_all()
         .map_err(|e| with_context(e, "failed to sync", &temp.path))?;
     drop(file);
-    fs::rename(&temp.path, &target).map_err(|e| {
+    fcntl::renameat(dir, temp.name.as_os_str(), dir, name).map_err(|e| {
         io::Error::new(
-            e.kind(),
+            io::Error::from(e).kind(),
             format!(
                 "failed to rename {} to {}: {e}",
                 temp.path.display(),
@@ -95,9 +157,9 @@ pub(crate) fn write_atomic_with(
         )
     })?;
     temp.disarm();
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| {
+    unistd::fsync(dir).map_err(|e| {
         io::Error::new(
-            e.kind(),
+            io::Error::from(e).kind(),
             format!(
                 "replaced {} but failed to sync its directory, the change may not survive a crash: {e}",
                 target.display()
@@ -120,7 +182,11 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
 
 /// Creates `.<name>.<random>.tmp` beside the target. The leading dot keeps it out of globs
 /// such as cloud-init's `part-*` while it exists.
-fn create_temp(dir: &Path, file_name: &std::ffi::OsStr) -> io::Result<(File, TempFile)> {
+fn create_temp<'d>(
+    dir: BorrowedFd<'d>,
+    dir_path: &Path,
+    file_name: &OsStr,
+) -> io::Result<(File, TempFile<'d>)> {
     let mut last_error = None;
     for _ in 0..NAME_TRIES {
         let mut random = [0u8; 8];
@@ -129,44 +195,52 @@ fn create_temp(dir: &Path, file_name: &std::ffi::OsStr) -> io::Result<(File, Tem
         })?;
         let mut name = OsString::from(".");
         let prefix = &file_name.as_bytes()[..file_name.len().min(NAME_PREFIX_LEN)];
-        name.push(std::ffi::OsStr::from_bytes(prefix));
+        name.push(OsStr::from_bytes(prefix));
         name.push(format!(".{:016x}.tmp", u64::from_ne_bytes(random)));
-        let path = dir.join(name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(NEW_FILE_MODE)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(file) => return Ok((file, TempFile { path })),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
-            Err(e) => return Err(with_context(e, "failed to create", &path)),
+        let path = dir_path.join(&name);
+        match fcntl::openat(
+            dir,
+            name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(NEW_FILE_MODE),
+        ) {
+            Ok(fd) => return Ok((File::from(fd), TempFile { dir, name, path })),
+            Err(Errno::EEXIST) => last_error = Some(io::Error::from(Errno::EEXIST)),
+            Err(e) => return Err(with_context(e.into(), "failed to create", &path)),
         }
     }
     let e = last_error.unwrap_or_else(|| io::ErrorKind::AlreadyExists.into());
-    Err(with_context(e, "failed to create a temporary file in", dir))
+    Err(with_context(
+        e,
+        "failed to create a temporary file in",
+        dir_path,
+    ))
 }
 
 /// A temporary file that is removed when dropped, unless it was renamed into place.
-struct TempFile {
+struct TempFile<'d> {
+    /// The directory it is in.
+    dir: BorrowedFd<'d>,
+    /// Its name there.
+    name: OsString,
+    /// Its path, for messages.
     path: PathBuf,
 }
 
-impl TempFile {
+impl TempFile<'_> {
     fn disarm(self) {
         std::mem::forget(self);
     }
 }
 
-impl Drop for TempFile {
+impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         // Best effort: the error that got us here is the one worth reporting.
-        let _ = fs::remove_file(&self.path);
+        let _ = unistd::unlinkat(self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
     }
 }
 
-fn with_context(e: io::Error, what: &str, path: &Path) -> io::Error {
+pub(crate) fn with_context(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
@@ -207,7 +281,7 @@ mod tests {
 
     #[test]
     fn keeps_the_owner_when_root() {
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root to give a file away");
             return;
         }

@@ -8,8 +8,16 @@
 //! - No value may leave its line: no C0 control character (newline, CR, NUL, ...), no DEL, no
 //!   C1 control (U+0080 to U+009F, NEL included), no Unicode line or paragraph separator
 //!   (U+2028, U+2029, which YAML 1.1 parsers such as PyYAML take as line breaks).
+//! - No Unicode format character (general category Cf: bidi controls such as U+202E, zero-width
+//!   characters, the BOM, soft hyphen, tags) anywhere: they are invisible, so a reviewer of the
+//!   file would not see what a reader acts on (the "trojan source" trick).
 //! - `master_ip` must be a plain IPv4 or IPv6 address as [`std::net::IpAddr`] parses it: no
 //!   brackets, no port, no zone (`%eth0`), no surrounding blanks.
+//! - Every other value must not start with a character YAML reserves at the start of a plain
+//!   scalar (`` @ % & * ! | > # , ' " [ ] { } ` ``), nor be a lone `-` or `:`: in
+//!   `key: ###X_PLACEHOLDER###` those make the line invalid YAML or give it another meaning
+//!   (an alias, a tag, a flow collection). `-`, `:` and `?` followed by more text are plain
+//!   scalars, so `::1` and `-x` are fine. An address passes this rule as it is.
 //! - Every other value may only hold characters that are inert in sh, bash and YAML in all
 //!   those positions: letters and digits (any script), and `. _ - : / @ + = , % ^`. That
 //!   excludes whitespace (`A=x rm -rf /` runs a command), quotes and backslash (`'` can close a
@@ -36,6 +44,20 @@ pub enum ValueError {
         code: u32,
         /// 1-based position in characters.
         position: usize,
+    },
+    /// An invisible Unicode format character (category Cf).
+    #[error("value contains the invisible format character U+{code:04X} (bidi control, zero-width or similar) at character {position}")]
+    Format {
+        /// The offending character's code point.
+        code: u32,
+        /// 1-based position in characters.
+        position: usize,
+    },
+    /// A first character that makes `key: <value>` something other than a plain YAML scalar.
+    #[error("value starts with {character:?}, which YAML reserves at the start of a plain scalar")]
+    ReservedStart {
+        /// The first character.
+        character: char,
     },
     /// A character a shell or YAML reader would act on, in a value other than `master_ip`.
     #[error("value contains {character:?} at character {position}; values may only hold letters, digits and the punctuation {ALLOWED_PUNCTUATION}")]
@@ -64,6 +86,12 @@ pub fn check_value(key: &str, value: &str) -> Result<(), ValueError> {
             position: index + 1,
         });
     }
+    if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| is_format(*c)) {
+        return Err(ValueError::Format {
+            code: u32::from(c),
+            position: index + 1,
+        });
+    }
     if key == KEY_MASTER_IP {
         if value.parse::<IpAddr>().is_err() {
             return Err(ValueError::NotAnAddress {
@@ -71,6 +99,9 @@ pub fn check_value(key: &str, value: &str) -> Result<(), ValueError> {
             });
         }
         return Ok(());
+    }
+    if let Some(character) = reserved_start(value) {
+        return Err(ValueError::ReservedStart { character });
     }
     if let Some((index, character)) = value.chars().enumerate().find(|(_, c)| !is_inert(*c)) {
         return Err(ValueError::Unsafe {
@@ -83,6 +114,55 @@ pub fn check_value(key: &str, value: &str) -> Result<(), ValueError> {
 
 /// The ASCII punctuation a value other than `master_ip` may hold.
 const ALLOWED_PUNCTUATION: &str = "._-:/@+=,%^";
+
+/// The YAML indicators that may not begin a plain scalar (YAML 1.2, `ns-plain-first`).
+const RESERVED_FIRST: &str = "@%&*!|>#,'\"[]{}`";
+/// Indicators that may begin a plain scalar only when more text follows.
+const RESERVED_ALONE: &str = "-:?";
+
+/// The first character of `value`, if YAML would not read `key: <value>` as a plain scalar
+/// because of it.
+fn reserved_start(value: &str) -> Option<char> {
+    let mut chars = value.chars();
+    let first = chars.next()?;
+    let alone = chars.next().is_none();
+    (RESERVED_FIRST.contains(first) || (alone && RESERVED_ALONE.contains(first))).then_some(first)
+}
+
+/// Unicode general category Cf (format), as of Unicode 15.1: bidi embeddings, overrides and
+/// isolates, zero-width space and joiners, word joiner and invisible operators, the BOM, soft
+/// hyphen, Arabic and Syriac marks, interlinear annotation, Egyptian, shorthand and musical
+/// format controls, tag characters.
+const FORMAT: [(u32, u32); 21] = [
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+fn is_format(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT
+        .iter()
+        .any(|(first, last)| (*first..=*last).contains(&c))
+}
 
 fn is_forbidden(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
@@ -170,22 +250,22 @@ mod tests {
     fn other_keys_refuse_what_a_shell_or_yaml_would_act_on() {
         for (value, character, position) in [
             ("x rm", ' ', 2),
-            ("'", '\'', 1),
+            ("a'", '\'', 2),
             ("a\"b", '"', 2),
             ("a\\b", '\\', 2),
             ("$(reboot)", '$', 1),
-            ("`id`", '`', 1),
+            ("a`id`", '`', 2),
             ("a;b", ';', 2),
             ("a&b", '&', 2),
             ("a|b", '|', 2),
             ("a>b", '>', 2),
             ("a<b", '<', 2),
             ("(a)", '(', 1),
-            ("{a}", '{', 1),
-            ("[a]", '[', 1),
+            ("a{b}", '{', 2),
+            ("a[b]", '[', 2),
             ("a*", '*', 2),
             ("a?", '?', 2),
-            ("!a", '!', 1),
+            ("a!", '!', 2),
             ("a #b", ' ', 2),
             ("a#b", '#', 2),
             ("~root", '~', 1),
@@ -201,6 +281,78 @@ mod tests {
                 "{value:?}"
             );
         }
+    }
+
+    #[test]
+    fn yaml_indicators_at_the_start_are_refused() {
+        for character in "@%&*!|>#,'\"[]{}`".chars() {
+            for value in [character.to_string(), format!("{character}x")] {
+                assert_eq!(
+                    check_value("k", &value),
+                    Err(ValueError::ReservedStart { character }),
+                    "{value:?}"
+                );
+            }
+        }
+        for alone in ['-', ':', '?'] {
+            assert_eq!(
+                check_value("k", &alone.to_string()),
+                Err(ValueError::ReservedStart { character: alone }),
+            );
+        }
+        // Followed by more text, `-` and `:` start a plain scalar; inside a value `@ % ,` are
+        // plain text.
+        for ok in ["-x", ":x", "::1", "a@b", "50%", "a,b", "x-", "x:y"] {
+            assert_eq!(check_value("k", ok), Ok(()), "{ok}");
+        }
+        for address in ["::1", "::ffff:10.0.0.1", "10.0.0.1"] {
+            assert_eq!(check_value("master_ip", address), Ok(()), "{address}");
+            assert_eq!(check_value("db_host", address), Ok(()), "{address}");
+        }
+    }
+
+    #[test]
+    fn format_characters_are_refused_anywhere() {
+        for (class, code) in [
+            ("left-to-right embedding", 0x202A),
+            ("right-to-left embedding", 0x202B),
+            ("pop directional formatting", 0x202C),
+            ("left-to-right override", 0x202D),
+            ("right-to-left override", 0x202E),
+            ("left-to-right isolate", 0x2066),
+            ("right-to-left isolate", 0x2067),
+            ("first strong isolate", 0x2068),
+            ("pop directional isolate", 0x2069),
+            ("left-to-right mark", 0x200E),
+            ("right-to-left mark", 0x200F),
+            ("arabic letter mark", 0x061C),
+            ("zero-width space", 0x200B),
+            ("zero-width non-joiner", 0x200C),
+            ("zero-width joiner", 0x200D),
+            ("word joiner", 0x2060),
+            ("byte order mark", 0xFEFF),
+            ("soft hyphen", 0x00AD),
+            ("mongolian vowel separator", 0x180E),
+            ("interlinear annotation", 0xFFF9),
+            ("tag letter", 0xE0041),
+        ] {
+            let c = char::from_u32(code).unwrap();
+            for (value, position) in [
+                (format!("{c}abc"), 1),
+                (format!("ab{c}c"), 3),
+                (format!("abc{c}"), 4),
+            ] {
+                for key in ["k", "master_ip"] {
+                    assert_eq!(
+                        check_value(key, &value),
+                        Err(ValueError::Format { code, position }),
+                        "{class} in {key}"
+                    );
+                }
+            }
+        }
+        // Visible non-ASCII letters stay allowed.
+        assert_eq!(check_value("k", "héllo-日本"), Ok(()));
     }
 
     #[test]

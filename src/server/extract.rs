@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::protocol::MAX_WAIT_SECS;
+use crate::protocol::{hex_digit, MAX_WAIT_SECS};
 
 /// Whether the client explicitly asked for JSON. The legacy service rendered a single key as
 /// text for no `Accept`, `*/*` and `text/plain`; only `application/json` (with q > 0) switches.
@@ -143,7 +143,7 @@ fn form_decode(raw: &[u8]) -> Result<String, ApiError> {
     while i < raw.len() {
         match raw[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+            b'%' if i + 2 < raw.len() => match (hex_digit(raw[i + 1]), hex_digit(raw[i + 2])) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 2;
@@ -156,10 +156,6 @@ fn form_decode(raw: &[u8]) -> Result<String, ApiError> {
     }
     String::from_utf8(out)
         .map_err(|_| ApiError::BadRequest("the form body is not valid UTF-8".into()))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).map(|d| d as u8)
 }
 
 /// A body read within the size limit, or the matching error (413 beyond it).

@@ -17,7 +17,7 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn mount(size: &str) -> Option<SmallDisk> {
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: mounting a tmpfs needs root");
             return None;
         }

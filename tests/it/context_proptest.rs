@@ -84,7 +84,8 @@ proptest! {
             ],
             0..30,
         ),
-        value in "[a-z0-9.:]{1,8}",
+        // A lone `:` is refused (YAML reads `key: :` as a mapping); `:` after text is not.
+        value in "[a-z0-9.][a-z0-9.:]{0,7}",
     ) {
         // The pieces hold no `[` (no block) and no gzip magic; a MIME header may still form.
         let text = pieces.concat();
@@ -111,5 +112,18 @@ proptest! {
         let value = format!("{prefix}{c}{suffix}");
         let refused = matches!(check_value(key, &value), Err(ValueError::Control { .. }));
         prop_assert!(refused, "{:?} was not refused as a control character", value);
+    }
+
+    #[test]
+    fn check_value_refuses_bidi_and_zero_width_characters_anywhere(
+        prefix in "[a-z0-9.]{0,8}",
+        format in prop_oneof![0x200Bu32..=0x200F, 0x202Au32..=0x202E, 0x2066u32..=0x2069, Just(0xFEFFu32)],
+        suffix in "[a-z0-9.]{0,8}",
+        key in prop_oneof![Just("master_ip"), Just("db_host")],
+    ) {
+        let c = char::from_u32(format).unwrap();
+        let value = format!("{prefix}{c}{suffix}");
+        let refused = matches!(check_value(key, &value), Err(ValueError::Format { .. }));
+        prop_assert!(refused, "{:?} was not refused as a format character", value);
     }
 }

@@ -1,7 +1,8 @@
 //! The integration tests: one binary, so the dependency tree is linked once, not once per file.
 //!
 //! - `context_*`: the context reader and atomic rewrites on real files (proptest against the
-//!   oracle in `support::context_oracle`, the shipped examples, a real full tmpfs).
+//!   oracle in `support::context_oracle`, the shipped examples, a real full tmpfs, files and
+//!   directories swapped by a second, unprivileged user while the agent waits).
 //! - `agent_*`: the agent against the real service in-process, against the scripted fault
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
@@ -20,6 +21,7 @@ mod agent_faults;
 mod context_atomic;
 mod context_examples;
 mod context_proptest;
+mod context_swap;
 #[cfg(feature = "server")]
 mod legacy_shell_compat;
 #[cfg(feature = "server")]
