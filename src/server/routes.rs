@@ -19,7 +19,7 @@ use super::{
     extract::{parse_item, parse_wait, read_body, wants_json, ApiPath},
     layers,
     state::{AppState, KeyState},
-    waiters,
+    waiters, web,
 };
 use crate::{
     protocol::{self, ClusterInfo, KeyItem},
@@ -73,6 +73,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(ROUTE_HEALTHZ, get(healthz))
         .route(ROUTE_METRICS, get(metrics))
         .merge(pin_routes)
+        .merge(web::router())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body))
