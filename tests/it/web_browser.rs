@@ -277,7 +277,12 @@ async fn create_a_pin_and_watch_the_cluster_form() {
 
     let master_block = text_of(&client, "#block-master").await;
     let worker_block = text_of(&client, "#block-worker").await;
-    for (block, role) in [(&master_block, "yes"), (&worker_block, "no")] {
+    let auto_block = text_of(&client, "#block-auto").await;
+    for (block, role) in [
+        (&master_block, "yes"),
+        (&worker_block, "no"),
+        (&auto_block, "auto"),
+    ] {
         assert!(!block.contains("cvm_cluster_secret"), "{block}");
         assert_eq!(
             block.lines().collect::<Vec<_>>(),

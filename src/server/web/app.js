@@ -88,6 +88,8 @@
       $("pin").textContent = info.pin;
       showTime($("expires"), info.expires_at);
       $("admin-token").value = info.admin_token || "";
+      // A service in legacy mode (open, no tokens) has none to show.
+      $("token").hidden = !info.admin_token;
       $("status-link").href = "#status/" + info.pin;
       renderBlocks();
       $("created").hidden = false;
