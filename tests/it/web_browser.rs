@@ -27,6 +27,8 @@ use serde_json::{json, Value};
 
 /// The most any one step may take: a browser starting on a loaded 2-core machine included.
 const STEP: Duration = Duration::from_secs(30);
+/// The most the whole test may take.
+const WHOLE: Duration = Duration::from_secs(180);
 
 /// chromedriver on a loopback port; killed when dropped, so a failing test leaves no process.
 struct Driver {
@@ -216,11 +218,19 @@ async fn create_a_pin_and_watch_the_cluster_form() {
             return;
         }
     };
+    // The WebDriver calls themselves have no time limit: the whole scenario has one.
+    tokio::time::timeout(WHOLE, scenario(&chromium, &driver_path))
+        .await
+        .unwrap_or_else(|_| panic!("the browser test took longer than {WHOLE:?}"));
+    eprintln!("browser test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn scenario(chromium: &Path, driver_path: &Path) {
     let server = server::spawn(Config::default()).await.unwrap();
     let url = server.url();
-    let driver = start_driver(&driver_path).await;
+    let driver = start_driver(driver_path).await;
     let profile = tempfile::tempdir().unwrap();
-    let client = open_browser(&chromium, &driver, profile.path()).await;
+    let client = open_browser(chromium, &driver, profile.path()).await;
 
     client.goto(&format!("{url}/")).await.unwrap();
     // Set once in this document: a reload or a navigation away would lose it.
@@ -403,5 +413,4 @@ async fn create_a_pin_and_watch_the_cluster_form() {
     client.close().await.unwrap();
     drop(driver);
     server.shutdown().await;
-    eprintln!("browser test took {:.1} s", started.elapsed().as_secs_f64());
 }
