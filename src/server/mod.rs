@@ -25,6 +25,7 @@
 //! - `auth`: PIN and admin-token generation, token digests, constant-time check.
 //! - `ratelimit`: the per-client limit on misses for unknown PINs.
 //! - `layers`: per-request middleware: time limit, service header, metrics, miss limit.
+//! - `web`: the operator's page at `/` and its assets, embedded in the binary.
 //! - `metrics`: counters and gauges in the Prometheus text format.
 //! - `error`: [`ApiError`], one status and one JSON body per failure.
 //! - `listener` and `tls`: the accept loop (HTTP/1.1 and HTTP/2, optionally over rustls) and
@@ -81,6 +82,7 @@ mod state;
 pub mod store;
 mod tls;
 mod waiters;
+mod web;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -20,6 +20,7 @@ use super::{
     layers,
     paths::{ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_METRICS},
     state::{AppState, KeyState},
+    web,
 };
 use crate::{
     protocol::{self, ClusterInfo, KeyItem},
@@ -57,6 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(ROUTE_HEALTHZ, get(healthz))
         .route(ROUTE_METRICS, get(metrics))
         .merge(pin_routes)
+        .merge(web::router())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body))

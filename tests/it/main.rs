@@ -7,6 +7,8 @@
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
+//! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
+//!   Chromium creating a PIN and watching the cluster form.
 //! - `legacy_shell_compat`: the legacy shell agent (`legacy_shell_agent.sh`) against our
 //!   service.
 //!
@@ -32,3 +34,7 @@ mod server_api;
 mod server_durability;
 #[cfg(feature = "server")]
 mod server_live;
+#[cfg(feature = "server")]
+mod web_browser;
+#[cfg(feature = "server")]
+mod web_page;
