@@ -16,8 +16,9 @@ use crate::{agent, manage};
         their context files before the rest of the boot reads them. The same binary runs the \
         PIN service (`serve`) and offers manual commands for PINs and keys.",
     after_long_help = "The agent's commands (contextualize, master-ready, check) exit with a \
-        code that says why they failed (65-78, the sysexits.h codes systemd names): see \
-        clusterctx-contextualize(1) or `clusterctx contextualize --help`."
+        code that says why they failed (65-78, the sysexits.h codes systemd names, and 79: a \
+        value not sealed by this cluster): see clusterctx-contextualize(1) or `clusterctx \
+        contextualize --help`."
 )]
 pub struct Cli {
     /// More output: -v for debug, -vv for trace (RUST_LOG overrides).

@@ -45,16 +45,26 @@ pub fn report(plan: &Plan, recorded: Option<(&Path, &State)>) -> String {
         config.policy.interval.as_secs_f64(),
         config.policy.window().as_secs_f64()
     );
+    let _ = writeln!(out, "sealing: {}", plan.sealing);
     let _ = writeln!(out, "would:");
+    let sealed = if plan.sealing.is_on() { ", sealed" } else { "" };
     if let Some(publish) = plan.role.publish() {
         let _ = writeln!(
             out,
-            "  publish {} = {}",
+            "  publish {} = {}{sealed}",
             publish.key,
             describe_address(&publish.address)
         );
     }
     let steps = plan.role.possible_steps();
+    let first: BTreeSet<&str> = steps
+        .iter()
+        .flat_map(|(_, steps)| steps.first.iter().map(String::as_str))
+        .collect();
+    if !first.is_empty() {
+        let first: Vec<&str> = first.into_iter().collect();
+        let _ = writeln!(out, "  fetch {} first", first.join(", "));
+    }
     if steps.iter().any(|(_, steps)| steps.wait_ready) {
         let _ = writeln!(out, "  wait for master_ready");
     }
@@ -65,6 +75,12 @@ pub fn report(plan: &Plan, recorded: Option<(&Path, &State)>) -> String {
     if !fetched.is_empty() {
         let fetched: Vec<&str> = fetched.into_iter().collect();
         let _ = writeln!(out, "  fetch {}", fetched.join(", "));
+    }
+    if plan.sealing.is_on() {
+        let _ = writeln!(
+            out,
+            "  refuse any value read that does not open with the cluster secret"
+        );
     }
     let _ = writeln!(
         out,
@@ -98,5 +114,82 @@ fn describe_address(choice: &AddressChoice) -> String {
         AddressChoice::Detect => "the source address toward the PIN service".to_string(),
         AddressChoice::Fixed(ip) => ip.to_string(),
         AddressChoice::Interface(name) => format!("the address of interface {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        agent::{config::Overrides, files::ContextSet},
+        secret::ClusterSecret,
+    };
+
+    const SECRET: &str = "Zq3_xT8-vKp2LmN9wRb7sA";
+
+    fn report_for(block_lines: &str, overrides: &Overrides) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user-data");
+        let content = format!(
+            "[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\n{block_lines}[ucernvm-end]\nip=###MASTER_IP_PLACEHOLDER###\n"
+        );
+        std::fs::write(&path, content).unwrap();
+        let contexts = ContextSet::load(&[path]).unwrap();
+        let plan = Plan::build(&contexts, overrides).unwrap().unwrap();
+        report(&plan, None)
+    }
+
+    #[test]
+    fn sealing_on_is_said_with_the_fingerprint_never_the_secret() {
+        let fingerprint = ClusterSecret::parse(SECRET).unwrap().fingerprint();
+        let worker = report_for(
+            &format!("cvm_cluster_secret={SECRET}\n"),
+            &Overrides::default(),
+        );
+        assert!(
+            worker.contains(&format!(
+                "sealing: on (cluster secret fingerprint {fingerprint})\n"
+            )),
+            "{worker}"
+        );
+        assert!(
+            worker.contains("  fetch master_ip first\n  wait for master_ready\n"),
+            "{worker}"
+        );
+        assert!(
+            worker.contains("refuse any value read that does not open"),
+            "{worker}"
+        );
+        assert!(!worker.contains(SECRET), "{worker}");
+        assert!(!worker.contains("unknown key"), "a known key: {worker}");
+
+        let master = report_for(
+            &format!("cvm_cluster_master=yes\ncvm_cluster_secret={SECRET}\n"),
+            &Overrides::default(),
+        );
+        assert!(
+            master.contains(
+                "  publish master_ip = the source address toward the PIN service, sealed\n"
+            ),
+            "{master}"
+        );
+        assert!(!master.contains(SECRET), "{master}");
+    }
+
+    #[test]
+    fn sealing_off_is_said_and_the_steps_are_as_before() {
+        let worker = report_for("", &Overrides::default());
+        assert!(worker.contains("sealing: off\n"), "{worker}");
+        assert!(
+            worker.contains("  wait for master_ready\n  fetch master_ip\n"),
+            "{worker}"
+        );
+        assert!(!worker.contains("first"), "{worker}");
+        assert!(!worker.contains("refuse"), "{worker}");
+        let master = report_for("cvm_cluster_master=yes\n", &Overrides::default());
+        assert!(
+            master.contains("  publish master_ip = the source address toward the PIN service\n"),
+            "{master}"
+        );
     }
 }

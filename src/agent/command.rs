@@ -85,7 +85,7 @@ pub async fn master_ready_command(args: &MasterReadyArgs) -> Result<(), AgentErr
         return Ok(());
     };
     plan.log_warnings();
-    master_ready::run(&plan.config, &args.agent.store())
+    master_ready::run(&plan, &args.agent.store())
         .await
         .map(drop)
 }
@@ -98,7 +98,7 @@ pub fn check_command(args: &AgentArgs) -> Result<(), AgentError> {
         return Ok(());
     };
     let store = args.store();
-    let state = store.load(plan.config.pin.expose());
+    let state = store.load(plan.config.pin.expose(), plan.sealing.fingerprint());
     print!("{}", check::report(&plan, Some((&store.path(), &state))));
     Ok(())
 }

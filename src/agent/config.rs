@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     client::{normalize_service_url, retry::RetryPolicy, ClientOptions, DEFAULT_REQUEST_TIMEOUT},
     context::{legacy_bool, UcernvmBlock},
-    secret::Pin,
+    secret::{ClusterSecret, Pin, CLUSTER_SECRET_KEY},
 };
 
 /// Where the legacy service lived; the default when the block names none.
@@ -25,9 +25,13 @@ pub mod keys {
     pub const WAIT_READY: &str = "cvm_cluster_wait_ready";
     /// A PEM bundle of extra trusted roots for an https service.
     pub const CA_FILE: &str = "cvm_cluster_ca_file";
+    /// The cluster secret: sealing on (PROTOCOL.md part 4, "Sealed values").
+    pub const SECRET: &str = super::CLUSTER_SECRET_KEY;
+    /// Where a secret given with `--secret-file` is named in messages.
+    pub const SECRET_FILE: &str = "--secret-file";
 
     /// Every `cvm_cluster_*` key we know, to point out typos.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         PIN,
         MASTER,
         SERVICE_URL,
@@ -36,6 +40,7 @@ pub mod keys {
         INTERVAL,
         WAIT_READY,
         CA_FILE,
+        SECRET,
     ];
 }
 
@@ -128,6 +133,10 @@ pub struct Overrides {
     /// 20; a long-poll adds its wait).
     #[arg(long, value_name = "SECS", value_parser = parse_interval)]
     pub request_timeout: Option<Duration>,
+    /// Seal what this node publishes and open what it reads with the cluster secret in FILE
+    /// (mode 0600; or cvm_cluster_secret). A file, never a flag: a flag shows in `ps`.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `--pin`: wrapped at once so that no `Debug` print of the arguments shows it.
@@ -148,6 +157,8 @@ pub struct AgentConfig {
     pub wait_ready: bool,
     /// How to reach the service: CA bundle, request timeout.
     pub client: ClientOptions,
+    /// The cluster secret, when the cluster is sealed. Shows nothing of itself in `Debug`.
+    pub secret: Option<ClusterSecret>,
     /// Non-fatal remarks for the log and for `clusterctx check`.
     pub warnings: Vec<String>,
 }
@@ -245,6 +256,22 @@ impl AgentConfig {
             request_timeout: overrides.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
         };
 
+        let secret = match &overrides.secret_file {
+            Some(path) => Some(ClusterSecret::from_file(path).map_err(|err| ConfigError {
+                key: keys::SECRET_FILE,
+                message: error_chain(&err),
+            })?),
+            // Present but empty is a mistake, not "no sealing": refusing it fails closed.
+            None => from_block(keys::SECRET)
+                .map(|text| {
+                    ClusterSecret::parse(text).map_err(|err| ConfigError {
+                        key: keys::SECRET,
+                        message: err.to_string(),
+                    })
+                })
+                .transpose()?,
+        };
+
         Ok(Some(AgentConfig {
             pin: Pin::new(pin),
             role,
@@ -253,9 +280,22 @@ impl AgentConfig {
             policy: RetryPolicy { tries, interval },
             wait_ready,
             client,
+            secret,
             warnings,
         }))
     }
+}
+
+/// `err` and its causes as one line, for a [`ConfigError`]'s message.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn parse_tries(text: &str) -> Result<u32, ConfigError> {
@@ -322,6 +362,65 @@ mod tests {
         assert_eq!(config.address, AddressChoice::Detect);
         assert!(config.wait_ready);
         assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_cluster_secret_comes_from_the_block_or_a_file_and_is_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        const SECRET: &str = "Zq3_xT8-vKp2LmN9wRb7sA";
+        const OTHER: &str = "Zq3_xT8-vKp2LmN9wRb7sB";
+        let block = |line: &str| {
+            let text =
+                format!("[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\n{line}\n[ucernvm-end]\n");
+            crate::context::ContextFile::from_bytes("user-data", text.into_bytes())
+                .block()
+                .unwrap()
+                .unwrap()
+        };
+        let resolve = |block: &UcernvmBlock, overrides: &Overrides| {
+            AgentConfig::resolve(Some(block), overrides).map(|c| c.unwrap().secret)
+        };
+        let plain = Overrides::default();
+
+        let secret = resolve(&block(&format!("cvm_cluster_secret={SECRET}")), &plain).unwrap();
+        assert_eq!(secret.unwrap().expose(), SECRET);
+        assert!(resolve(&block(""), &plain).unwrap().is_none());
+
+        for (line, says) in [
+            ("cvm_cluster_secret=", "too short: 0 characters"),
+            (
+                "cvm_cluster_secret=Zq3_xT8-vKp2",
+                "too short: 12 characters",
+            ),
+            ("cvm_cluster_secret=Zq3_xT8-vKp2LmN9wRb7s!", "character 22"),
+        ] {
+            let err = resolve(&block(line), &plain).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.key, keys::SECRET);
+            assert!(
+                text.starts_with("cvm_cluster_secret: ") && text.contains(says),
+                "{text}"
+            );
+            assert!(!text.contains("Zq3"), "{text}");
+        }
+
+        // The file wins over the block; one that others can read is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("{OTHER}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let from_file = Overrides {
+            secret_file: Some(path.clone()),
+            ..Overrides::default()
+        };
+        let with_block = block(&format!("cvm_cluster_secret={SECRET}"));
+        let secret = resolve(&with_block, &from_file).unwrap().unwrap();
+        assert_eq!(secret.expose(), OTHER);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve(&with_block, &from_file).unwrap_err();
+        assert_eq!(err.key, keys::SECRET_FILE);
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("Zq3"), "{err}");
     }
 
     #[test]

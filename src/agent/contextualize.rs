@@ -10,6 +10,11 @@
 //!    not to), then for every key a placeholder needs.
 //! 6. Check every value, then rewrite the files atomically.
 //!
+//! In a sealed cluster every value goes through [`Plan::sealing`]: sealed on its way to the
+//! service, opened on its way back, before any check. A value that does not open is refused
+//! at once (a master says the PIN has been taken over); it is never logged, and neither is the
+//! secret: logs show the opened values where an unsealed run shows the values.
+//!
 //! All network steps share one schedule of tries, so the whole run never exceeds its window.
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -49,7 +54,7 @@ pub async fn run(
 ) -> Result<Finished, AgentError> {
     plan.log_warnings();
     let config = &plan.config;
-    let mut state = store.load(config.pin.expose());
+    let mut state = store.load(config.pin.expose(), plan.sealing.fingerprint());
     let needed = plan.placeholders();
 
     if let Some(role) = state.role.filter(|_| state.succeeded()) {
@@ -116,8 +121,10 @@ struct Run<'a> {
 enum Claim {
     /// We hold it (created now, or found our own address from an earlier boot).
     Ours,
-    /// Someone else does.
+    /// Someone else does: the value, opened if sealing is on.
     HeldBy(String),
+    /// Sealing is on and the value does not open: nobody of this cluster holds it.
+    Foreign(crate::seal::OpenError),
 }
 
 impl<'a> Run<'a> {
@@ -159,6 +166,9 @@ impl<'a> Run<'a> {
             policy.tries,
             policy.interval.as_secs_f64()
         );
+        if self.plan.sealing.is_on() {
+            tracing::info!("sealing: {}", self.plan.sealing);
+        }
         self.check_pin().await?;
 
         let mut values = BTreeMap::new();
@@ -170,6 +180,7 @@ impl<'a> Run<'a> {
                 match self.claim(publish, ip).await? {
                     Claim::Ours => {}
                     Claim::HeldBy(held) => return Err(AgentError::PinTaken { held, ours: ip }),
+                    Claim::Foreign(source) => return Err(self.taken_over(publish.key, source)),
                 }
                 values.insert(publish.key.to_string(), ip.to_string());
                 (Role::Master, then)
@@ -194,6 +205,7 @@ impl<'a> Run<'a> {
                         values.insert(publish.key.to_string(), master);
                         (Role::Worker, if_not)
                     }
+                    Claim::Foreign(source) => return Err(self.taken_over(publish.key, source)),
                 }
             }
         };
@@ -206,6 +218,12 @@ impl<'a> Run<'a> {
                 .cloned();
         }
 
+        for key in &steps.first {
+            if !values.contains_key(key) {
+                let value = self.wait_for(key).await?;
+                values.insert(key.clone(), value);
+            }
+        }
         if steps.wait_ready {
             self.wait_for(KEY_MASTER_READY).await?;
         }
@@ -271,27 +289,36 @@ impl<'a> Run<'a> {
         Ok(ip)
     }
 
-    /// Creates `publish.key` = `ip`, create-only. A 409 holding our own address is success (a
-    /// reboot republishing); any other holder is reported, not overwritten.
+    /// Creates `publish.key` = `ip` (sealed if sealing is on), create-only. A 409 holding our
+    /// own address is success (a reboot republishing: in a sealed cluster, recognised by
+    /// opening it, since every seal has its own nonce); any other holder is reported, not
+    /// overwritten.
     async fn claim(&mut self, publish: &Publish, ip: IpAddr) -> Result<Claim, AgentError> {
         let key = publish.key;
         let what = format!("publishing {key}");
         let step = self.step(&what, Some(key));
-        let (client, pin) = (&self.client, &self.plan.config.pin);
+        let (client, pin, sealing) = (&self.client, &self.plan.config.pin, &self.plan.sealing);
         let ours = ip.to_string();
-        let ours = ours.as_str();
+        // Sealed once for every try: a retried create carries the same text, so a create that
+        // succeeded unseen comes back as our own value.
+        let text = sealing.seal(key, &ours).map_err(AgentError::Seal)?;
+        let (ours, text) = (ours.as_str(), text.as_str());
+        let sealed = if sealing.is_on() { " (sealed)" } else { "" };
         retry(&mut self.schedule, &step, |_| async move {
-            match client.create_key(pin, key, ours).await? {
+            match client.create_key(pin, key, text).await? {
                 Created::Created => {
-                    tracing::info!(key, "published {key}={ours}");
+                    tracing::info!(key, "published {key}={ours}{sealed}");
                     Ok::<_, ClientError>(Attempt::Done(Claim::Ours))
                 }
                 Created::AlreadyExists => match client.get_key(pin, key, None).await? {
-                    Some(held) if same_address(&held, ip) => {
-                        tracing::info!(key, "{key}={ours} was already published by this node");
-                        Ok(Attempt::Done(Claim::Ours))
-                    }
-                    Some(held) => Ok(Attempt::Done(Claim::HeldBy(held))),
+                    Some(held) => Ok(Attempt::Done(match sealing.open(key, &held) {
+                        Ok(held) if same_address(&held, ip) => {
+                            tracing::info!(key, "{key}={ours} was already published by this node");
+                            Claim::Ours
+                        }
+                        Ok(held) => Claim::HeldBy(held),
+                        Err(err) => Claim::Foreign(err),
+                    })),
                     // Deleted between our POST and GET: try again.
                     None => Ok(Attempt::NotYet),
                 },
@@ -301,8 +328,17 @@ impl<'a> Run<'a> {
         .map_err(|err| AgentError::from_service(err, pin))
     }
 
-    /// Waits for `key` to exist and returns its value: long-polls our service for about one
-    /// slot per try, polls a legacy one once per slot.
+    fn taken_over(&self, key: &str, source: crate::seal::OpenError) -> AgentError {
+        AgentError::PinTakenOver {
+            pin: self.plan.config.pin.clone(),
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    /// Waits for `key` to exist and returns its value, opened if sealing is on: long-polls our
+    /// service for about one slot per try, polls a legacy one once per slot. A value that
+    /// does not open fails at once: the key is create-only, so waiting cannot change it.
     async fn wait_for(&mut self, key: &str) -> Result<String, AgentError> {
         let long_poll = self.client.server_kind().is_some_and(|k| k.long_poll);
         let what = format!("waiting for {key}");
@@ -317,6 +353,12 @@ impl<'a> Run<'a> {
         })
         .await
         .map_err(|err| AgentError::from_service(err, pin))?;
+        let value = self.plan.sealing.open(key, &value).map_err(|source| {
+            AgentError::NotSealedByThisCluster {
+                key: key.to_string(),
+                source,
+            }
+        })?;
         tracing::info!(key, "got {key}");
         Ok(value)
     }

@@ -2,7 +2,10 @@
 //!
 //! The codes are the BSD `sysexits.h` ones, which systemd knows by name
 //! (`status=75/TEMPFAIL`), so a unit's failure says its cause without the journal. They stay
-//! clear of 1 (an unexpected failure) and 2 (a wrong command line, as clap exits).
+//! clear of 1 (an unexpected failure) and 2 (a wrong command line, as clap exits). One code is
+//! our own, 79 right after them: a value at the service that this cluster did not seal, which
+//! no `sysexits.h` class means and which deserves an alert of its own (someone who knows the
+//! PIN is interfering, or a node runs with another secret).
 //! [`EXIT_CODES`] is the table that `--help`, the man page and the README show.
 
 use std::net::IpAddr;
@@ -13,6 +16,7 @@ use super::address::AddressError;
 use crate::{
     client::{retry::RetryError, ClientError},
     context::ValueError,
+    seal::{OpenError, SealError},
     secret::Pin,
 };
 
@@ -33,6 +37,8 @@ pub mod code {
     pub const PROTOCOL: u8 = 76;
     pub const NOPERM: u8 = 77;
     pub const CONFIG: u8 = 78;
+    /// Ours, not `sysexits.h`: a value at the service was not sealed by this cluster.
+    pub const NOTSEALED: u8 = 79;
 }
 
 /// One row of the exit code table.
@@ -103,7 +109,12 @@ pub const EXIT_CODES: &[ExitCodeRow] = &[
     },
     ExitCodeRow {
         code: code::CONFIG,
-        meaning: "CONFIG: a wrong setting, CA file or interface name; an untrusted TLS certificate",
+        meaning: "CONFIG: a wrong setting, CA file, interface name or secret; an untrusted TLS certificate",
+        retry_helps: false,
+    },
+    ExitCodeRow {
+        code: code::NOTSEALED,
+        meaning: "NOTSEALED: a value was not sealed by this cluster; on a master: the PIN is taken over",
         retry_helps: false,
     },
 ];
@@ -186,6 +197,35 @@ pub enum AgentError {
     /// The tries or the window ran out while the service answered "not yet".
     #[error("gave up within the window so the boot can go on without cluster contextualization")]
     WindowClosed(#[source] Cause),
+    /// With sealing on, a value read from the service does not open: a plain value, one sealed
+    /// with another secret, or a changed one. Never retried: no later read can change a
+    /// create-only key.
+    #[error(
+        "refusing {key}: its value was not sealed by this cluster (forged by someone who knows \
+         the PIN, or published by a node with another cluster secret or none)"
+    )]
+    NotSealedByThisCluster {
+        key: String,
+        #[source]
+        source: OpenError,
+    },
+    /// With sealing on, a key this master must create (`master_ip`, `master_ready`) is held by
+    /// a value that does not open: someone else created it first, and nothing of this cluster
+    /// can replace it.
+    #[error(
+        "PIN {pin} has been taken over: {key} is held by a value this cluster did not seal; \
+         stopping without touching any file (make a new PIN, or give this node the secret \
+         of its cluster)"
+    )]
+    PinTakenOver {
+        pin: Pin,
+        key: String,
+        #[source]
+        source: OpenError,
+    },
+    /// A value could not be sealed (the system random source failed).
+    #[error("cannot seal a value to publish")]
+    Seal(#[source] SealError),
     /// `master-ready` on a master whose contextualization has not succeeded: announcing
     /// readiness would send workers after a `master_ip` that never comes.
     #[error(
@@ -210,6 +250,10 @@ impl AgentError {
             AgentError::Refused(_) | AgentError::BadAnswer(_) => code::PROTOCOL,
             AgentError::Unreachable(_) => code::UNAVAILABLE,
             AgentError::WindowClosed(_) | AgentError::NotContextualized => code::TEMPFAIL,
+            AgentError::NotSealedByThisCluster { .. } | AgentError::PinTakenOver { .. } => {
+                code::NOTSEALED
+            }
+            AgentError::Seal(_) => code::FAILURE,
         }
     }
 
@@ -323,6 +367,19 @@ mod tests {
             AgentError::Unreachable("x".into()),
             AgentError::WindowClosed("x".into()),
             AgentError::NotContextualized,
+            AgentError::NotSealedByThisCluster {
+                key: "master_ip".into(),
+                source: OpenError::NotSealed {
+                    key: "master_ip".into(),
+                },
+            },
+            AgentError::PinTakenOver {
+                pin: Pin::new("enico1qq0oey"),
+                key: "master_ip".into(),
+                source: OpenError::NotSealed {
+                    key: "master_ip".into(),
+                },
+            },
         ];
         for err in &errors {
             assert!(codes.contains(&err.exit_code()), "{err:?}");
@@ -332,6 +389,34 @@ mod tests {
         for row in EXIT_CODES {
             assert!(help.contains(&format!("{:>3}  {}", row.code, row.meaning)));
         }
+    }
+
+    #[test]
+    fn values_not_sealed_by_this_cluster_have_their_own_code() {
+        let source = || OpenError::DoesNotOpen {
+            key: "master_ip".into(),
+        };
+        let refused = AgentError::NotSealedByThisCluster {
+            key: "master_ip".into(),
+            source: source(),
+        };
+        let taken = AgentError::PinTakenOver {
+            pin: Pin::new("enico1qq0oey"),
+            key: "master_ip".into(),
+            source: source(),
+        };
+        let other_master = AgentError::PinTaken {
+            held: "10.0.0.2".into(),
+            ours: "10.0.0.1".parse().unwrap(),
+        };
+        assert_eq!(refused.exit_code(), code::NOTSEALED);
+        assert_eq!(taken.exit_code(), code::NOTSEALED);
+        assert_ne!(other_master.exit_code(), code::NOTSEALED);
+        assert!(refused
+            .chain_text()
+            .contains("was not sealed by this cluster"));
+        assert!(taken.chain_text().contains("has been taken over"));
+        assert!(!taken.chain_text().contains("enico1qq0oey"));
     }
 
     #[test]

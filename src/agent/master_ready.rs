@@ -1,9 +1,11 @@
 //! `clusterctx master-ready`: run on every node once its boot has finished; only the master
-//! acts, publishing `master_ready=yes` so that waiting workers go on.
+//! acts, publishing `master_ready=yes` (sealed in a sealed cluster) so that waiting workers
+//! go on.
 
 use super::{
-    config::{AgentConfig, RoleRequest},
+    config::RoleRequest,
     error::AgentError,
+    plan::Plan,
     state::{Role, StateStore},
 };
 use crate::{
@@ -25,8 +27,11 @@ pub enum Announced {
     NotMaster,
 }
 
-pub async fn run(config: &AgentConfig, store: &StateStore) -> Result<Announced, AgentError> {
-    let mut state = store.load(config.pin.expose());
+pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentError> {
+    let (config, sealing) = (&plan.config, &plan.sealing);
+    // A state recorded with another secret is no state: this master has not contextualized
+    // with the secret it has now.
+    let mut state = store.load(config.pin.expose(), sealing.fingerprint());
     let is_master = match config.role {
         RoleRequest::Worker => false,
         // Only an election this node won counts, and only if its run succeeded: announcing
@@ -57,27 +62,69 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> Result<Announced, 
         key: Some(KEY_MASTER_READY),
         url: &config.service_url,
     };
-    retry(&mut schedule, &step, |_| async move {
-        // Any existing value means an earlier run of ours got there first: idempotent.
-        match client.create_key(pin, KEY_MASTER_READY, "yes").await? {
-            Created::Created => {
-                tracing::info!(
-                    status = "done: published master_ready",
-                    "published master_ready=yes"
-                )
-            }
-            Created::AlreadyExists => tracing::info!(
-                status = "done: master_ready was already published",
-                "master_ready was already published"
-            ),
-        }
-        Ok::<_, crate::client::ClientError>(Attempt::Done(()))
+    let text = sealing
+        .seal(KEY_MASTER_READY, "yes")
+        .map_err(AgentError::Seal)?;
+    let text = text.as_str();
+    let found = retry(&mut schedule, &step, |_| async move {
+        Ok::<_, crate::client::ClientError>(
+            match client.create_key(pin, KEY_MASTER_READY, text).await? {
+                Created::Created => Attempt::Done(Found::Created),
+                // Unsealed, any existing value means an earlier run of ours got there first:
+                // idempotent. Sealed, it must also open: workers refuse one that does not.
+                Created::AlreadyExists if !sealing.is_on() => Attempt::Done(Found::Existing),
+                Created::AlreadyExists => {
+                    match client.get_key(pin, KEY_MASTER_READY, None).await? {
+                        Some(held) => Attempt::Done(Found::Held(held)),
+                        // Deleted between our POST and GET: try again.
+                        None => Attempt::NotYet,
+                    }
+                }
+            },
+        )
     })
     .await
     .map_err(|err| AgentError::from_service(err, pin))?;
+    match found {
+        Found::Created if sealing.is_on() => tracing::info!(
+            status = "done: published master_ready (sealed)",
+            "published master_ready=yes (sealed)"
+        ),
+        Found::Created => tracing::info!(
+            status = "done: published master_ready",
+            "published master_ready=yes"
+        ),
+        Found::Existing => tracing::info!(
+            status = "done: master_ready was already published",
+            "master_ready was already published"
+        ),
+        Found::Held(held) => {
+            sealing
+                .open(KEY_MASTER_READY, &held)
+                .map_err(|source| AgentError::PinTakenOver {
+                    pin: pin.clone(),
+                    key: KEY_MASTER_READY.to_string(),
+                    source,
+                })?;
+            tracing::info!(
+                status = "done: master_ready was already published",
+                "master_ready was already published (sealed by this cluster)"
+            );
+        }
+    }
     state.master_ready_published = true;
     store
         .save(&mut state)
         .map_err(|err| AgentError::State(err.into()))?;
     Ok(Announced::Published)
+}
+
+/// What the service held once `master_ready` was created.
+enum Found {
+    /// Nothing: created now.
+    Created,
+    /// Something, not read (unsealed: any value will do).
+    Existing,
+    /// This text (sealed: it must open).
+    Held(String),
 }

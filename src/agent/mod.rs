@@ -14,11 +14,12 @@
 //! - [`error`]: [`AgentError`], why a run failed, and the exit code of each class.
 //! - [`config`]: settings from the ucernvm block and the command line (one definition).
 //! - [`files`]: which context files are read and rewritten.
+//! - [`sealing`]: sealing on or off, the plan's one way out and in for values.
 //! - [`address`]: the address a master publishes.
 //! - [`state`]: the outcome kept across reboots.
 //!
 //! The imports point one way: `command` -> `check`, `contextualize`, `master_ready` -> `plan`
-//! -> `config`, `files`, `state`; every step -> `error`; nothing imports `command`.
+//! -> `config`, `files`, `sealing`, `state`; every step -> `error`; nothing imports `command`.
 
 pub mod address;
 pub mod check;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod files;
 pub mod master_ready;
 pub mod plan;
+pub mod sealing;
 pub mod state;
 
 pub use command::{

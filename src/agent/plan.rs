@@ -5,8 +5,8 @@
 //! The second version's features are additions here: registration of every node before it
 //! waits (a step of [`Plan`] that every role takes first), waiting for N members and member
 //! placeholders (fields of [`Steps`], taken from the files' placeholders as `fetch` is),
-//! sealing (a setting of the plan that [`Publish`] and `fetch` honour), several service URLs
-//! (in [`AgentConfig`]).
+//! several service URLs (in [`AgentConfig`]). Sealing is one already: [`Plan::sealing`], which
+//! every published value goes through on its way out and every value read on its way in.
 
 use std::{collections::BTreeSet, path::PathBuf};
 
@@ -14,6 +14,7 @@ use super::{
     config::{keys, AddressChoice, AgentConfig, Overrides, RoleRequest},
     error::AgentError,
     files::ContextSet,
+    sealing::Sealing,
     state::Role,
 };
 use crate::protocol::KEY_MASTER_IP;
@@ -25,6 +26,8 @@ pub struct Plan {
     pub config: AgentConfig,
     /// What the node does for the role it asked for.
     pub role: RolePlan,
+    /// Whether published values are sealed and values read must open (a cluster secret).
+    pub sealing: Sealing,
     /// Each context file with the keys its placeholders reference.
     pub files: Vec<PlannedFile>,
     /// Where the ucernvm block was found (`file:line`), if it was.
@@ -58,10 +61,14 @@ pub struct Publish {
 /// What a node does once its role is settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Steps {
-    /// Wait for the master's `master_ready` before fetching anything.
+    /// Keys waited for and fetched before `master_ready`: `master_ip` in a sealed cluster, so
+    /// that a forged one is refused at once, not after a window spent waiting for the
+    /// `master_ready` that the real master, stopped by the forgery, never publishes.
+    pub first: BTreeSet<String>,
+    /// Wait for the master's `master_ready` before fetching the rest.
     pub wait_ready: bool,
-    /// Keys waited for and fetched, in this order; those the node published are not among
-    /// them.
+    /// Keys waited for and fetched, in this order; those the node published or fetched
+    /// `first` are not among them.
     pub fetch: BTreeSet<String>,
 }
 
@@ -149,9 +156,11 @@ impl Plan {
             .collect();
         let needed: BTreeSet<String> = files.iter().flat_map(|f| f.keys.clone()).collect();
         let role = RolePlan::decide(&config, &needed);
+        let sealing = Sealing::new(config.secret.as_ref(), &config.pin);
         Ok(Some(Plan {
             config,
             role,
+            sealing,
             files,
             block: block.map(|b| b.location().to_string()),
             warnings,
@@ -183,6 +192,7 @@ impl RolePlan {
             address: config.address.clone(),
         };
         let as_master = Steps {
+            first: BTreeSet::new(),
             wait_ready: false,
             fetch: needed
                 .iter()
@@ -193,7 +203,13 @@ impl RolePlan {
         // The legacy agent always fetched master_ip; we record it for `check` and reboots.
         let mut worker_fetch = needed.clone();
         worker_fetch.insert(KEY_MASTER_IP.to_string());
+        let mut first = BTreeSet::new();
+        if config.secret.is_some() && config.wait_ready {
+            worker_fetch.remove(KEY_MASTER_IP);
+            first.insert(KEY_MASTER_IP.to_string());
+        }
         let as_worker = Steps {
+            first,
             wait_ready: config.wait_ready,
             fetch: worker_fetch,
         };
@@ -310,6 +326,36 @@ mod tests {
             files.len() >= 3,
             "unknown key, duplicate, no '=': {files:?}"
         );
+    }
+
+    #[test]
+    fn a_sealed_worker_fetches_master_ip_before_it_waits_for_master_ready() {
+        const SECRET: &str = "Zq3_xT8-vKp2LmN9wRb7sA";
+        let sealed = BLOCK.replace(
+            "[ucernvm-end]",
+            &format!("cvm_cluster_secret={SECRET}\n[ucernvm-end]"),
+        );
+        let sealed_plan = plan(&sealed, Overrides::default());
+        assert!(sealed_plan.sealing.is_on());
+        let RolePlan::Worker { then } = &sealed_plan.role else {
+            panic!("{:?}", sealed_plan.role);
+        };
+        assert_eq!(then.first.iter().collect::<Vec<_>>(), ["master_ip"]);
+        assert!(then.wait_ready);
+        assert_eq!(then.fetch.iter().collect::<Vec<_>>(), ["greeting"]);
+        assert!(!format!("{sealed_plan:?}").contains(SECRET));
+
+        // Without waiting for master_ready there is nothing to be first before.
+        let overrides = Overrides {
+            no_wait_ready: true,
+            ..Overrides::default()
+        };
+        let RolePlan::Worker { then } = plan(&sealed, overrides).role else {
+            panic!("a worker");
+        };
+        assert!(then.first.is_empty());
+        assert!(then.fetch.contains("master_ip"));
+        assert!(!plan(BLOCK, Overrides::default()).sealing.is_on());
     }
 
     #[test]

@@ -301,6 +301,7 @@ fn no_debug_print_shows_a_pin_or_token() {
 
     const SECRET_PIN: &str = "zq7kx3m9w2pa";
     const TOKEN: &str = "tok3n-0123456789abcdef";
+    const CLUSTER_SECRET: &str = "Zq3_xT8-vKp2LmN9wRb7sA";
     let command_lines: [&[&str]; 6] = [
         &["contextualize", "--pin", SECRET_PIN],
         &["check", "--pin", SECRET_PIN],
@@ -347,24 +348,29 @@ fn no_debug_print_shows_a_pin_or_token() {
     for args in command_lines {
         let cli = Cli::try_parse_from([&["clusterctx"], args].concat()).unwrap();
         if let Command::Contextualize(args) = &cli.command {
-            // The settings and the plan made from them hold the PIN too.
+            // The settings and the plan made from them hold the PIN too, and the secret.
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("user-data");
-            let block = format!("[ucernvm-begin]\ncvm_cluster_pin={SECRET_PIN}\n[ucernvm-end]\n");
+            let block = format!(
+                "[ucernvm-begin]\ncvm_cluster_pin={SECRET_PIN}\n\
+                 cvm_cluster_secret={CLUSTER_SECRET}\n[ucernvm-end]\n"
+            );
             std::fs::write(&file, block + "x=###MASTER_IP_PLACEHOLDER###\n").unwrap();
             let contexts = ContextSet::load(&[file]).unwrap();
             let plan = Plan::build(&contexts, &args.agent.overrides)
                 .unwrap()
                 .unwrap();
+            assert!(plan.sealing.is_on());
             printed.push(format!("{plan:?}"));
             let files = format!("{contexts:?}");
             assert!(!files.contains(SECRET_PIN), "the PIN leaked: {files}");
         }
         printed.push(format!("{cli:?}"));
     }
-    printed.push(format!("{:?}", State::new(SECRET_PIN)));
+    printed.push(format!("{:?}", State::new(SECRET_PIN, Some("0123abcd"))));
     for text in &printed {
         assert!(!text.contains(SECRET_PIN), "the PIN leaked: {text}");
+        assert!(!text.contains(CLUSTER_SECRET), "the secret leaked: {text}");
         assert!(!text.contains(TOKEN), "the token leaked: {text}");
         // Not vacuous: each print does show the PIN, redacted.
         assert!(text.contains("zq7…"), "{text}");

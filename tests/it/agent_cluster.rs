@@ -55,7 +55,7 @@ async fn master_then_workers() {
     assert_eq!(role_of(&finished), Role::Master);
     // Detected toward a loopback service: the loopback address.
     assert_eq!(
-        master.store().load(&pin).published_address.as_deref(),
+        master.store().load(&pin, None).published_address.as_deref(),
         Some("127.0.0.1")
     );
     assert_eq!(
@@ -79,7 +79,7 @@ async fn master_then_workers() {
         assert_eq!(
             worker
                 .store()
-                .load(&pin)
+                .load(&pin, None)
                 .values
                 .get("master_ip")
                 .map(String::as_str),
@@ -236,7 +236,7 @@ async fn a_master_that_lost_its_state_republishes_idempotently() {
     let err = support::contextualize(&intruder, &other).await.unwrap_err();
     assert!(matches!(err, AgentError::PinTaken { .. }), "{err:?}");
     assert!(matches!(
-        intruder.store().load(&pin).outcome,
+        intruder.store().load(&pin, None).outcome,
         Some(Outcome::Failed { .. })
     ));
     // Nor does the refused master announce readiness for a master_ip that is not its own.

@@ -4,7 +4,8 @@
 //!   oracle in `support::context_oracle`, the shipped examples, a real full tmpfs, files and
 //!   directories swapped by a second, unprivileged user while the agent waits).
 //! - `agent_*`: the agent against the real service in-process, against the scripted fault
-//!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
+//!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs;
+//!   `agent_sealed`: sealed clusters, and what the service and the logs never hold.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
@@ -20,6 +21,8 @@ mod agent_cli;
 #[cfg(feature = "server")]
 mod agent_cluster;
 mod agent_faults;
+#[cfg(feature = "server")]
+mod agent_sealed;
 mod context_atomic;
 mod context_examples;
 mod context_proptest;

@@ -68,7 +68,7 @@ impl Node {
     }
 
     pub fn state(&self) -> State {
-        self.store().load(PIN)
+        self.store().load(PIN, None)
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -128,9 +128,98 @@ pub async fn master_ready_files(
     overrides: Overrides,
 ) -> Result<master_ready::Announced, AgentError> {
     let (_, plan) = load(&files, &overrides)?;
-    master_ready::run(&plan.config, &StateStore::new(state_dir)).await
+    master_ready::run(&plan, &StateStore::new(state_dir)).await
 }
 
 pub fn bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
+}
+
+/// Every log line of a test, as the agent writes it: every level of our own code, debug of
+/// the libraries under it. One subscriber for the whole test binary sends each line to the
+/// capture of the thread it is logged on, so a test that runs its nodes and its in-process
+/// service on a current-thread runtime (`#[tokio::test]`) sees all of their lines and none of
+/// another test's. (A subscriber per test, `set_default`, loses lines when tests run in
+/// parallel: tracing caches per call site whether anyone listens.)
+#[cfg(feature = "server")]
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(feature = "server")]
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends the capture of its thread when dropped; stays on that thread.
+#[cfg(feature = "server")]
+pub struct Capturing(std::marker::PhantomData<*const ()>);
+
+#[cfg(feature = "server")]
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURE.with(|capture| capture.borrow_mut().take());
+    }
+}
+
+#[cfg(feature = "server")]
+impl Logs {
+    /// Starts capturing this thread's lines, until the guard is dropped.
+    pub fn capture() -> (Logs, Capturing) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            use tracing_subscriber::{filter::dynamic_filter_fn, prelude::*};
+            // Dynamic: asked again for every line (a plain `filter_fn` is cached per call site,
+            // and whether this thread captures changes from test to test).
+            let wanted = dynamic_filter_fn(|meta, _| {
+                CAPTURE.with(|capture| capture.borrow().is_some())
+                    && (meta.target().starts_with("clusterctx")
+                        || *meta.level() <= tracing::Level::DEBUG)
+            });
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| ToCapture)
+                .with_filter(wanted);
+            tracing_subscriber::registry()
+                .with(layer)
+                .try_init()
+                .expect("no other global subscriber in the test binary");
+        });
+        let logs = Logs::default();
+        CAPTURE.with(|capture| *capture.borrow_mut() = Some(logs.clone()));
+        (logs, Capturing(std::marker::PhantomData))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Asserts that no captured line contains any of `needles`.
+    pub fn assert_none_contains(&self, needles: &[&str]) {
+        let text = self.text();
+        for line in text.lines() {
+            for needle in needles {
+                assert!(!line.contains(needle), "{needle:?} in the log: {line}");
+            }
+        }
+    }
+}
+
+/// Writes a formatted line into the capture of the current thread.
+#[cfg(feature = "server")]
+struct ToCapture;
+
+#[cfg(feature = "server")]
+impl std::io::Write for ToCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|capture| {
+            if let Some(logs) = &*capture.borrow() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
