@@ -4,7 +4,8 @@
 //!   oracle in `support::context_oracle`, the shipped examples, a real full tmpfs).
 //! - `agent_*`: the agent against the real service in-process, against the scripted fault
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
-//! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
+//! - `server_*`: the PIN service through its router, over real sockets, and across restarts;
+//!   its limits, caps and a real full tmpfs.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `legacy_shell_compat`: the legacy shell agent (`legacy_shell_agent.sh`) against our
 //!   service.
@@ -28,5 +29,7 @@ mod sealed_cli;
 mod server_api;
 #[cfg(feature = "server")]
 mod server_durability;
+#[cfg(feature = "server")]
+mod server_limits;
 #[cfg(feature = "server")]
 mod server_live;
