@@ -1,6 +1,8 @@
 //! The PIN service with its in-memory store, for the benchmark suite (`contrib/bench/run`):
 //! the baseline that `clusterctx serve` (always durable) is compared with. Everything else is
-//! `clusterctx serve`: the same router, accept loop, logging and defaults.
+//! `clusterctx serve`: the same router, accept loop, logging and defaults, except the creation
+//! limit and the storage caps, which are off as they are for `serve` in the suite: the load
+//! creates clusters from one address as fast as it can.
 //!
 //! ```sh
 //! cargo run --release --example bench_serve -- --listen 127.0.0.1:18081
@@ -35,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let server = server::spawn(Config {
         listen: args.listen,
         db: None,
+        create_burst: 0,
+        max_clusters: 0,
+        max_stored_bytes: 0,
         ..Config::default()
     })
     .await?;

@@ -53,7 +53,16 @@ pub struct Config {
     /// Misses per second refilled to each client's allowance.
     #[arg(long, value_name = "N", default_value_t = 5.0)]
     pub miss_per_sec: f64,
-    /// Take the client address for the miss limit from this header (e.g. X-Forwarded-For,
+    /// PIN creations a client may make in a burst before it gets 429; 0 disables the limit.
+    // A CI system that makes a cluster a minute uses a sixth of the refill below, and a
+    // pipeline that starts a few dozen clusters at once fits in the burst; a client creating
+    // as fast as it can gets 60, then one every 10 s.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub create_burst: u32,
+    /// PIN creations per second refilled to each client's allowance (0.1: one every 10 s).
+    #[arg(long, value_name = "N", default_value_t = 0.1)]
+    pub create_per_sec: f64,
+    /// Take the client address for the miss and creation limits from this header (e.g. X-Forwarded-For,
     /// last entry). Only behind a proxy that sets it: clients can forge it otherwise.
     #[arg(long, value_name = "HEADER")]
     pub client_ip_header: Option<HeaderName>,
@@ -67,6 +76,17 @@ pub struct Config {
     /// Most keys one cluster may hold.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_keys: usize,
+    /// Most clusters the store may hold, live or expired until the sweep forgets them (507
+    /// beyond); 0: no cap.
+    // About 450 B of memory and 100 B of disk each (measured): 100,000 is 45 MB.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub max_clusters: u64,
+    /// Most bytes of PINs, keys and values the store may hold (507 beyond); 0: no cap.
+    // Memory costs 2.5 times these bytes with 200-character values and 12 times with 1-character
+    // keys and values (measured), so 64 MiB is 160 to 800 MB; a cluster of a few short keys
+    // counts about 300 B, so --max-clusters of them fit.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_stored_bytes: u64,
     /// How often expired PINs are swept from the store.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = positive_duration)]
     pub sweep_interval: Duration,

@@ -10,6 +10,7 @@ use axum::{
     Json,
 };
 
+use super::store::Cap;
 use crate::protocol::{ErrorBody, ItemError};
 
 /// Marks an answer about a PIN that the service does not know, so that the rate-limit layer
@@ -48,12 +49,16 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("too many requests for unknown PINs from this address; retry in {0} s")]
     TooManyRequests(u64),
+    #[error("too many PINs created from this address; retry in {0} s")]
+    TooManyCreations(u64),
     #[error("the request took too long")]
     Timeout,
     #[error("the service is restarting; retry")]
     ShuttingDown,
-    #[error("the service's disk is full; nothing was written")]
+    #[error("the service's disk is full, so it only reads: nothing was written; retry later")]
     StorageFull,
+    #[error("{0}: nothing was written; retry once clusters are deleted or expire")]
+    StorageCap(Cap),
     #[error("the store failed; nothing was written: {0}")]
     StoreFailed(String),
     #[error("internal error")]
@@ -74,10 +79,12 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::TooManyCreations(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ShuttingDown | ApiError::StoreFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::StorageFull | ApiError::StorageCap(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,7 +131,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"clusterctx\""),
                 );
             }
-            ApiError::TooManyRequests(secs) => {
+            ApiError::TooManyRequests(secs) | ApiError::TooManyCreations(secs) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             ApiError::ShuttingDown => {
@@ -132,7 +139,7 @@ impl IntoResponse for ApiError {
                 // The next request should find the restarted server on a new connection.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::StoreFailed(_) | ApiError::StorageFull => {
+            ApiError::StoreFailed(_) | ApiError::StorageFull | ApiError::StorageCap(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
             _ => {}

@@ -1,5 +1,6 @@
 //! Per-request middleware: [`observe`] wraps every route (time limit, service header, metrics,
-//! a log line without the path), [`limit_misses`] the routes that take a PIN.
+//! a log line without the path), [`limit_misses`] the routes that take a PIN,
+//! [`limit_creations`] the creation of PINs.
 
 use std::{sync::Arc, time::Instant};
 
@@ -80,6 +81,25 @@ pub(crate) async fn limit_misses(
         state.limiter.record_miss(client, Instant::now());
     }
     response
+}
+
+/// Refuses a PIN creation with 429 when the client has spent its allowance, before anything is
+/// stored. Only creations count: the PINs a client has answer it as ever.
+pub(crate) async fn limit_creations(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client = client_ip(
+        request.headers(),
+        request.extensions(),
+        state.config.client_ip_header.as_ref(),
+    );
+    if let Err(retry_after) = state.creations.take(client, Instant::now()) {
+        state.metrics.creation_limited();
+        return ApiError::TooManyCreations(retry_after.as_secs()).into_response();
+    }
+    next.run(request).await
 }
 
 /// The route template without a trailing slash, as a `'static` label (no allocation per

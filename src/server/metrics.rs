@@ -14,7 +14,7 @@ use std::{
 
 use axum::http::Method;
 
-use super::store::{Inventory, Swept};
+use super::store::{Cap, Inventory, Swept};
 
 /// Label for requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -25,8 +25,13 @@ pub struct Metrics {
     requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
     /// Long-poll requests parked right now.
     waiters: AtomicI64,
-    /// Requests refused with 429.
+    /// Requests refused with 429 by the miss limit.
     rate_limited: AtomicU64,
+    /// PIN creations refused with 429 by the creation limit.
+    creations_limited: AtomicU64,
+    /// Writes refused with 507 by the cluster cap and by the byte cap.
+    cap_refused_clusters: AtomicU64,
+    cap_refused_bytes: AtomicU64,
     /// Expired PINs whose keys the sweep deleted, and expired PINs it forgot.
     swept_emptied: AtomicU64,
     swept_forgotten: AtomicU64,
@@ -42,6 +47,18 @@ impl Metrics {
 
     pub fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn creation_limited(&self) {
+        self.creations_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn cap_refused(&self, cap: Cap) {
+        match cap {
+            Cap::Clusters(_) => &self.cap_refused_clusters,
+            Cap::Bytes(_) => &self.cap_refused_bytes,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn swept(&self, swept: Swept) {
@@ -83,7 +100,7 @@ impl Metrics {
                 "clusterctx_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
             );
         }
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 7] = [
             (
                 "clusterctx_longpoll_waiters",
                 "Long-poll requests waiting for a key right now.",
@@ -104,6 +121,21 @@ impl Metrics {
                 "Keys stored in live clusters.",
                 saturating_i64(inventory.keys),
             ),
+            (
+                "clusterctx_stored_clusters",
+                "Clusters the store holds, live and expired, counted against --max-clusters.",
+                saturating_i64(inventory.usage.clusters),
+            ),
+            (
+                "clusterctx_stored_bytes",
+                "Bytes of PINs, keys and values the store holds, counted against --max-stored-bytes.",
+                saturating_i64(inventory.usage.bytes),
+            ),
+            (
+                "clusterctx_store_read_only",
+                "1 while the store's disk is full: reads are served, writes answer 507.",
+                i64::from(inventory.read_only),
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(
@@ -118,7 +150,21 @@ impl Metrics {
              clusterctx_rate_limited_total {}",
             self.rate_limited.load(Ordering::Relaxed)
         );
-        let counters: [(&str, &str, u64); 3] = [
+        let _ = writeln!(
+            out,
+            "# HELP clusterctx_storage_cap_refusals_total Writes refused with 507 by a storage cap, by cap.\n\
+             # TYPE clusterctx_storage_cap_refusals_total counter\n\
+             clusterctx_storage_cap_refusals_total{{cap=\"clusters\"}} {}\n\
+             clusterctx_storage_cap_refusals_total{{cap=\"bytes\"}} {}",
+            self.cap_refused_clusters.load(Ordering::Relaxed),
+            self.cap_refused_bytes.load(Ordering::Relaxed)
+        );
+        let counters: [(&str, &str, u64); 4] = [
+            (
+                "clusterctx_creations_limited_total",
+                "PIN creations refused with 429 by the per-client creation limit.",
+                self.creations_limited.load(Ordering::Relaxed),
+            ),
             (
                 "clusterctx_longpoll_wakeups_total",
                 "Long-poll waiters woken by a change of their key or cluster.",
@@ -188,11 +234,19 @@ mod tests {
         metrics.record("/healthz", &Method::GET, 200);
         metrics.record(UNMATCHED, &Method::from_bytes(b"BREW").unwrap(), 404);
         let guard = metrics.waiter();
+        metrics.creation_limited();
+        metrics.cap_refused(Cap::Bytes(10));
+        metrics.cap_refused(Cap::Bytes(10));
         let text = metrics.render(
             Inventory {
                 clusters: 2,
                 tombstones: 1,
                 keys: 5,
+                usage: crate::server::store::Usage {
+                    clusters: 3,
+                    bytes: 300,
+                },
+                read_only: true,
             },
             7,
         );
@@ -206,6 +260,12 @@ mod tests {
         assert!(text.contains("\nclusterctx_clusters 2\n"));
         assert!(text.contains("\nclusterctx_keys 5\n"));
         assert!(text.contains("\nclusterctx_longpoll_wakeups_total 7\n"));
+        assert!(text.contains("\nclusterctx_stored_clusters 3\n"));
+        assert!(text.contains("\nclusterctx_stored_bytes 300\n"));
+        assert!(text.contains("\nclusterctx_store_read_only 1\n"));
+        assert!(text.contains("\nclusterctx_creations_limited_total 1\n"));
+        assert!(text.contains("\nclusterctx_storage_cap_refusals_total{cap=\"clusters\"} 0\n"));
+        assert!(text.contains("\nclusterctx_storage_cap_refusals_total{cap=\"bytes\"} 2\n"));
         drop(guard);
         assert_eq!(metrics.waiters(), 0);
     }

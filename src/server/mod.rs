@@ -1,6 +1,7 @@
 //! The PIN service, `clusterctx serve`: the legacy REST API of PROTOCOL.md part 1, byte for
 //! byte where old clients look, plus part 2 (long-poll, atomic create, honest expiry, admin
-//! tokens, miss limits, metrics, graceful shutdown, TLS), on a durable SQLite store.
+//! tokens, miss and creation limits, storage caps, metrics, graceful shutdown, TLS), on a
+//! durable SQLite store.
 //!
 //! # Layout
 //!
@@ -13,18 +14,19 @@
 //!   path segments, the client address.
 //! - `state`: [`AppState`]: what a request means on top of the store: expiry at read time
 //!   (from the [`Clock`]), admin tokens, the long-poll loop, the sweep.
-//! - [`store`]: the [`store::Store`] trait (async operations, typed errors, change reports);
-//!   [`store::sqlite`], SQLite in WAL mode, exclusively locked, `synchronous=FULL`, private
-//!   files, every cluster cached in memory for reads; [`store::faulty`], faults on demand
-//!   for tests.
+//! - [`store`]: the [`store::Store`] trait (async operations, typed errors, change reports,
+//!   the caps on what the whole store holds); [`store::sqlite`], SQLite in WAL mode,
+//!   exclusively locked, `synchronous=FULL`, private files, every cluster cached in memory for
+//!   reads, read-only while its disk is full; [`store::faulty`], faults on demand for tests.
 //! - `waiters`: the registry of parked long-polls by (PIN, key), woken by the store's change
 //!   reports: a write wakes the waiters of its key only, a deletion or expiry all of its PIN.
 //! - `config`: [`Config`], the options of `serve` and of [`spawn`], one `clap` definition.
 //! - `clock`: [`Clock`], the wall clock expiry reads, and [`ManualClock`] for tests.
 //! - `shutdown`: the flag that flips once; `listener`, long-polls and the sweep watch it.
 //! - `auth`: PIN and admin-token generation, token digests, constant-time check.
-//! - `ratelimit`: the per-client limit on misses for unknown PINs.
-//! - `layers`: per-request middleware: time limit, service header, metrics, miss limit.
+//! - `ratelimit`: the per-client limits on misses for unknown PINs and on PIN creations.
+//! - `layers`: per-request middleware: time limit, service header, metrics, miss and
+//!   creation limits.
 //! - `web`: the operator's page at `/` and its assets, embedded in the binary.
 //! - `metrics`: counters and gauges in the Prometheus text format.
 //! - `error`: [`ApiError`], one status and one JSON body per failure.
@@ -238,7 +240,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 }
 
 /// Reclaims expired PINs every `sweep_interval` (answers do not wait for it: expiry is checked
-/// at read time) and forgets clients whose miss allowance has refilled.
+/// at read time) and forgets clients whose miss or creation allowance has refilled.
 async fn sweep_loop(state: Arc<AppState>) {
     let mut shutdown = state.shutdown_signal();
     let mut ticker = tokio::time::interval(state.config.sweep_interval);
@@ -252,5 +254,6 @@ async fn sweep_loop(state: Arc<AppState>) {
             tracing::warn!("expiry sweep failed: {err}");
         }
         state.limiter.sweep(std::time::Instant::now());
+        state.creations.sweep(std::time::Instant::now());
     }
 }

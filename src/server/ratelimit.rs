@@ -5,6 +5,10 @@
 //! `per_sec`. While a bucket is empty, every PIN lookup from that address answers 429 without
 //! looking (answering hits normally would let a guesser carry on at full speed, throttled only
 //! on its misses). IPv6 clients are counted per /64, the block one host usually holds.
+//!
+//! The same buckets bound PIN creations ([`CreationLimiter`]): each creation takes a token,
+//! and a client with none left gets 429 before anything is stored. Only creations count:
+//! a client that is refused new PINs still reads and writes the PINs it has.
 
 use std::{
     collections::HashMap,
@@ -87,6 +91,34 @@ impl MissLimiter {
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
     }
 
+    /// Takes one token from `client`'s bucket, if it has one; `Err(retry_after)` otherwise.
+    /// One lock for both, so that concurrent requests cannot spend the same token.
+    fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let key = bucket_key(client);
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
+            self.forget_full(&mut buckets, now);
+            if buckets.len() >= MAX_TRACKED {
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        self.refill(bucket, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / self.per_sec;
+            Err(Duration::from_secs_f64(wait.ceil().max(1.0)))
+        }
+    }
+
     /// Forgets clients whose bucket has refilled: they are as good as new.
     pub fn sweep(&self, now: Instant) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,6 +136,27 @@ impl MissLimiter {
     #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// A per-client limit on PIN creations, on the buckets of [`MissLimiter`].
+pub struct CreationLimiter(MissLimiter);
+
+impl CreationLimiter {
+    /// `burst` 0 disables the limit.
+    pub fn new(burst: u32, per_sec: f64) -> Self {
+        CreationLimiter(MissLimiter::new(burst, per_sec))
+    }
+
+    /// Counts one creation against `client`; `Err(retry_after)`, and nothing counted, when
+    /// its allowance is spent.
+    pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.0.take(client, now)
+    }
+
+    /// Forgets clients whose allowance has refilled.
+    pub fn sweep(&self, now: Instant) {
+        self.0.sweep(now);
     }
 }
 
@@ -167,5 +220,30 @@ mod tests {
         }
         assert!(limiter.check(ip, Instant::now()).is_ok());
         assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn creations_take_from_their_own_client_only() {
+        let limiter = CreationLimiter::new(2, 0.5);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(limiter.take(ip, t0).is_ok());
+        assert!(limiter.take(ip, t0).is_ok());
+        // One token comes back in 2 s.
+        assert_eq!(limiter.take(ip, t0), Err(Duration::from_secs(2)));
+        assert!(limiter.take(other, t0).is_ok());
+        assert_eq!(
+            limiter.take(ip, t0 + Duration::from_secs(1)),
+            Err(Duration::from_secs(1))
+        );
+        assert!(limiter.take(ip, t0 + Duration::from_secs(2)).is_ok());
+        assert!(limiter.take(ip, t0 + Duration::from_secs(2)).is_err());
+        limiter.sweep(t0 + Duration::from_secs(100));
+        assert_eq!(limiter.0.tracked(), 0);
+        let unlimited = CreationLimiter::new(0, 0.1);
+        for _ in 0..100 {
+            assert!(unlimited.take(ip, t0).is_ok());
+        }
     }
 }

@@ -54,7 +54,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         layers::limit_misses,
     ));
 
-    let router = both(AppRouter::new(), ROUTE_CLUSTERS, post(create_cluster))
+    let create = post(create_cluster).route_layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        layers::limit_creations,
+    ));
+    let router = both(AppRouter::new(), ROUTE_CLUSTERS, create)
         .route(ROUTE_HEALTHZ, get(healthz))
         .route(ROUTE_METRICS, get(metrics))
         .merge(pin_routes)

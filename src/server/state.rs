@@ -16,9 +16,11 @@ use super::{
     config::Config,
     error::ApiError,
     metrics::Metrics,
-    ratelimit::MissLimiter,
+    ratelimit::{CreationLimiter, MissLimiter},
     shutdown::{shut_down, Shutdown},
-    store::{sqlite::SqliteStore, ClusterRecord, Inventory, NewKey, Store, StoreError, Swept},
+    store::{
+        sqlite::SqliteStore, ClusterRecord, Inventory, NewKey, Quota, Store, StoreError, Swept,
+    },
     waiters::Waiters,
 };
 use crate::{
@@ -48,6 +50,8 @@ pub struct AppState {
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
     pub(crate) limiter: MissLimiter,
+    /// Per-client allowance of PIN creations.
+    pub(crate) creations: CreationLimiter,
     /// Flips once, at shutdown; long-polls and connections watch it.
     shutdown: Shutdown,
     /// The value of [`protocol::SERVICE_HEADER`], built once.
@@ -73,6 +77,7 @@ impl AppState {
             store,
             waiters,
             limiter: MissLimiter::new(config.miss_burst, config.miss_per_sec),
+            creations: CreationLimiter::new(config.create_burst, config.create_per_sec),
             config,
             metrics: Metrics::default(),
             shutdown: Shutdown::new(),
@@ -83,6 +88,22 @@ impl AppState {
 
     fn now_ms(&self) -> i64 {
         self.config.clock.now_ms()
+    }
+
+    /// The caps on what the whole store may hold, given with every write that adds to it.
+    fn quota(&self) -> Quota {
+        Quota {
+            max_clusters: self.config.max_clusters,
+            max_bytes: self.config.max_stored_bytes,
+        }
+    }
+
+    /// [`store_failed`], counting refusals by a cap.
+    fn write_failed(&self, err: StoreError) -> ApiError {
+        if let StoreError::AtCap(cap) = err {
+            self.metrics.cap_refused(cap);
+        }
+        store_failed(err)
     }
 
     /// `found` if it exists and its cluster has not expired now.
@@ -186,7 +207,11 @@ impl AppState {
                 expires_ms: created_ms.saturating_add(ttl_ms),
                 token_hash,
             };
-            match self.store.create_cluster(cluster.clone()).await {
+            match self
+                .store
+                .create_cluster(cluster.clone(), self.quota())
+                .await
+            {
                 Ok(()) => {
                     return Ok(ClusterInfo {
                         creation_time: rfc3339(cluster.created_ms),
@@ -196,7 +221,7 @@ impl AppState {
                     })
                 }
                 Err(StoreError::Conflict) => continue,
-                Err(err) => return Err(store_failed(err)),
+                Err(err) => return Err(self.write_failed(err)),
             }
         }
         tracing::error!(
@@ -224,10 +249,11 @@ impl AppState {
             value,
             now_ms: self.now_ms(),
             max_keys: self.config.max_keys,
+            quota: self.quota(),
         };
         self.store.create_key(new).await.map_err(|err| match err {
             StoreError::Conflict => ApiError::KeyExists,
-            err => store_failed(err),
+            err => self.write_failed(err),
         })?;
         tracing::info!("key {key} created in cluster {}", redact(pin));
         Ok(())
@@ -251,9 +277,9 @@ impl AppState {
         };
         let replaced = self
             .store
-            .replace_key(pin.to_string(), key.clone(), value.clone())
+            .replace_key(pin.to_string(), key.clone(), value.clone(), self.quota())
             .await
-            .map_err(store_failed)?;
+            .map_err(|err| self.write_failed(err))?;
         if !replaced {
             return Err(ApiError::KeyNotFound);
         }
@@ -386,10 +412,9 @@ fn store_failed(err: StoreError) -> ApiError {
         StoreError::TooManyKeys(n) => ApiError::TooManyKeys(n),
         StoreError::Conflict => ApiError::KeyExists,
         StoreError::Closed => ApiError::ShuttingDown,
-        StoreError::Full => {
-            tracing::error!("the store's disk is full: writes refused until space is freed");
-            ApiError::StorageFull
-        }
+        // The store logs when it becomes read-only and when it takes writes again.
+        StoreError::Full => ApiError::StorageFull,
+        StoreError::AtCap(cap) => ApiError::StorageCap(cap),
         StoreError::Unavailable(reason) => {
             tracing::error!("the store failed: {reason}");
             ApiError::StoreFailed(reason)

@@ -6,7 +6,8 @@
 //! - `agent_*`: the agent against the real service in-process, against the scripted fault
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs;
 //!   `agent_sealed`: sealed clusters, and what the service and the logs never hold.
-//! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
+//! - `server_*`: the PIN service through its router, over real sockets, and across restarts;
+//!   its limits, caps and a real full tmpfs.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
 //!   Chromium creating a PIN and watching the cluster form.
@@ -35,6 +36,8 @@ mod sealed_cli;
 mod server_api;
 #[cfg(feature = "server")]
 mod server_durability;
+#[cfg(feature = "server")]
+mod server_limits;
 #[cfg(feature = "server")]
 mod server_live;
 #[cfg(feature = "server")]

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead, NewKey, Store, StoreError,
+    ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead, NewKey, Quota, Store, StoreError,
     StoreFuture, Swept,
 };
 
@@ -95,8 +95,8 @@ impl Store for FaultyStore {
         self.inner.subscribe(sink);
     }
 
-    fn create_cluster(&self, cluster: ClusterRecord) -> StoreFuture<'_, ()> {
-        self.write(self.inner.create_cluster(cluster))
+    fn create_cluster(&self, cluster: ClusterRecord, quota: Quota) -> StoreFuture<'_, ()> {
+        self.write(self.inner.create_cluster(cluster, quota))
     }
 
     fn cluster<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<ClusterRecord>> {
@@ -115,8 +115,14 @@ impl Store for FaultyStore {
         self.write(self.inner.create_key(new))
     }
 
-    fn replace_key(&self, pin: String, key: String, value: String) -> StoreFuture<'_, bool> {
-        self.write(self.inner.replace_key(pin, key, value))
+    fn replace_key(
+        &self,
+        pin: String,
+        key: String,
+        value: String,
+        quota: Quota,
+    ) -> StoreFuture<'_, bool> {
+        self.write(self.inner.replace_key(pin, key, value, quota))
     }
 
     fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool> {

@@ -77,12 +77,75 @@ pub enum StoreError {
     /// The disk (or the database's quota) is full; retrying later may succeed.
     #[error("the disk is full")]
     Full,
+    /// The write would take the store past one of the service's [`Quota`] caps.
+    #[error("{0}")]
+    AtCap(Cap),
     /// The store is closed: the server is shutting down.
     #[error("the store is closed")]
     Closed,
     /// A transient failure (I/O, a database that cannot be reached); retrying may succeed.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// The caps on what the whole store may hold, given with every write that adds to it; 0 is
+/// no cap. Checked by the store itself, with its writes, so that concurrent writes cannot
+/// pass a cap together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Clusters stored, live and expired alike (an expired one is a row until the sweep
+    /// forgets it).
+    pub max_clusters: u64,
+    /// [`Usage::bytes`] stored.
+    pub max_bytes: u64,
+}
+
+/// Which cap of the [`Quota`] a write would pass, with its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Cap {
+    #[error("the service already holds its maximum of {0} clusters")]
+    Clusters(u64),
+    #[error("the service already holds its maximum of {0} bytes of PINs, keys and values")]
+    Bytes(u64),
+}
+
+/// What the store holds, as the [`Quota`] counts it. Every store counts the same way:
+/// [`CLUSTER_ROW_BYTES`] per cluster, [`key_bytes`] per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Clusters, live and expired.
+    pub clusters: u64,
+    /// The bytes of their rows: PINs, timestamps, token digests, key names and values.
+    pub bytes: u64,
+}
+
+/// A cluster row without its PIN: two timestamps and a token digest.
+const CLUSTER_FIELDS_BYTES: u64 = 8 + 8 + 32;
+
+/// The bytes a cluster's own row counts against [`Quota::max_bytes`].
+pub fn cluster_bytes(pin: &str) -> u64 {
+    pin.len() as u64 + CLUSTER_FIELDS_BYTES
+}
+
+/// The bytes a key's row counts against [`Quota::max_bytes`]: it holds its PIN too.
+pub fn key_bytes(pin: &str, key: &str, value: &str) -> u64 {
+    (pin.len() + key.len() + value.len()) as u64
+}
+
+impl Quota {
+    /// Whether `usage` may grow by `clusters` and `bytes`; shrinking is always allowed.
+    pub fn admits(&self, usage: Usage, clusters: u64, bytes: u64) -> Result<(), Cap> {
+        if clusters > 0
+            && self.max_clusters > 0
+            && usage.clusters.saturating_add(clusters) > self.max_clusters
+        {
+            return Err(Cap::Clusters(self.max_clusters));
+        }
+        if bytes > 0 && self.max_bytes > 0 && usage.bytes.saturating_add(bytes) > self.max_bytes {
+            return Err(Cap::Bytes(self.max_bytes));
+        }
+        Ok(())
+    }
 }
 
 /// A cluster's own record, without its keys.
@@ -130,6 +193,8 @@ pub struct NewKey {
     pub now_ms: i64,
     /// Refused with [`StoreError::TooManyKeys`] if the cluster already holds this many.
     pub max_keys: usize,
+    /// Refused with [`StoreError::AtCap`] if the key would take the store past it.
+    pub quota: Quota,
 }
 
 /// What a sweep did.
@@ -150,6 +215,10 @@ pub struct Inventory {
     pub tombstones: u64,
     /// Keys of live clusters.
     pub keys: u64,
+    /// Everything stored, as the [`Quota`] counts it.
+    pub usage: Usage,
+    /// The store cannot write (its disk is full): reads are served, writes refused.
+    pub read_only: bool,
 }
 
 /// A committed change, as reported to the [`ChangeSink`].
@@ -175,12 +244,16 @@ impl fmt::Debug for Change<'_> {
 /// return, so that a reader woken by the change finds it. Reads see every write that has
 /// returned, from any process sharing the store. Deleting a key reports nothing: long-polls
 /// wait for keys to appear, never to vanish.
+///
+/// A store whose disk is full is read-only, not down: it opens, serves reads, refuses writes
+/// with [`StoreError::Full`], and takes writes again once space returns, without reopening.
 pub trait Store: Send + Sync {
     /// Sets where changes are reported. Called once, before the first write.
     fn subscribe(&self, sink: ChangeSink);
 
-    /// Creates a cluster without keys; [`StoreError::Conflict`] if its PIN is taken.
-    fn create_cluster(&self, cluster: ClusterRecord) -> StoreFuture<'_, ()>;
+    /// Creates a cluster without keys; [`StoreError::Conflict`] if its PIN is taken,
+    /// [`StoreError::AtCap`] if it would pass a cap of `quota`.
+    fn create_cluster(&self, cluster: ClusterRecord, quota: Quota) -> StoreFuture<'_, ()>;
 
     /// The cluster of `pin`, expired or not; `None` if it is not stored.
     fn cluster<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<ClusterRecord>>;
@@ -195,8 +268,15 @@ pub trait Store: Send + Sync {
     /// [`StoreError::Conflict`], decided by the store itself.
     fn create_key(&self, new: NewKey) -> StoreFuture<'_, ()>;
 
-    /// Replaces an existing value; false if there is no such key.
-    fn replace_key(&self, pin: String, key: String, value: String) -> StoreFuture<'_, bool>;
+    /// Replaces an existing value; false if there is no such key, [`StoreError::AtCap`] if
+    /// a longer value would pass the byte cap of `quota`.
+    fn replace_key(
+        &self,
+        pin: String,
+        key: String,
+        value: String,
+        quota: Quota,
+    ) -> StoreFuture<'_, bool>;
 
     /// False if there was no such key.
     fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool>;
@@ -208,7 +288,7 @@ pub trait Store: Send + Sync {
     /// expired before `forget_before_ms`.
     fn sweep(&self, now_ms: i64, forget_before_ms: i64) -> StoreFuture<'_, Swept>;
 
-    /// Counts at `now_ms`.
+    /// Counts at `now_ms`, and whether the store takes writes.
     fn inventory(&self, now_ms: i64) -> StoreFuture<'_, Inventory>;
 
     /// Stops taking writes ([`StoreError::Closed`] from then on) and releases the storage.

@@ -11,21 +11,32 @@
 //! The file, its `-wal` and `-shm` companions and any directory created for them are private
 //! to the service's user (0600, 0700), whatever the umask: SQLite gives its companions the
 //! mode of the main file.
+//!
+//! A full disk makes the store read-only, not unusable. Opening writes (the schema version),
+//! and when that write finds the disk full (SQLite's `SQLITE_FULL`, which is what it makes of
+//! `ENOSPC` on the file or its WAL) in a store that already has its schema, the store starts
+//! read-only; a write that finds the disk full later does the same. Reads are served from the
+//! cache either way. Every write while read-only is still tried, so the first one after space
+//! returns succeeds and ends it: there is nothing to poll. Entering and leaving are logged
+//! once each.
 
 use std::{
     collections::{BTreeMap, HashMap},
     fs::{DirBuilder, OpenOptions},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::Path,
-    sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock, RwLock, RwLockReadGuard,
+    },
 };
 
 use anyhow::Context;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::{
-    Change, ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead, NewKey, Store, StoreError,
-    StoreFuture, Swept,
+    cluster_bytes, key_bytes, Change, ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead,
+    NewKey, Quota, Store, StoreError, StoreFuture, Swept, Usage,
 };
 
 /// Schema version kept in `PRAGMA user_version`; a newer file is refused rather than misread.
@@ -68,6 +79,81 @@ struct Cached {
     keys: BTreeMap<String, String>,
 }
 
+impl Cached {
+    /// What its keys count against the byte cap.
+    fn keys_bytes(&self) -> u64 {
+        let pin = &self.record.pin;
+        self.keys.iter().map(|(k, v)| key_bytes(pin, k, v)).sum()
+    }
+}
+
+/// Every cluster in the file, and what they add up to: changed only through these methods,
+/// so the count cannot drift from what is cached.
+#[derive(Default)]
+struct Cache {
+    clusters: HashMap<String, Cached>,
+    usage: Usage,
+}
+
+impl Cache {
+    fn get(&self, pin: &str) -> Option<&Cached> {
+        self.clusters.get(pin)
+    }
+
+    fn insert_cluster(&mut self, record: ClusterRecord) {
+        self.usage.clusters += 1;
+        self.usage.bytes += cluster_bytes(&record.pin);
+        let cached = Cached {
+            record,
+            keys: BTreeMap::new(),
+        };
+        if let Some(old) = self.clusters.insert(cached.record.pin.clone(), cached) {
+            self.forget(&old);
+        }
+    }
+
+    fn remove_cluster(&mut self, pin: &str) -> bool {
+        let Some(old) = self.clusters.remove(pin) else {
+            return false;
+        };
+        self.forget(&old);
+        true
+    }
+
+    fn forget(&mut self, cluster: &Cached) {
+        self.usage.clusters -= 1;
+        self.usage.bytes -= cluster_bytes(&cluster.record.pin) + cluster.keys_bytes();
+    }
+
+    /// Sets a key of a cached cluster, new or replaced.
+    fn set_key(&mut self, pin: &str, key: String, value: String) {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
+            return;
+        };
+        self.usage.bytes += key_bytes(pin, &key, &value);
+        if let Some(old) = cluster.keys.insert(key.clone(), value) {
+            self.usage.bytes -= key_bytes(pin, &key, &old);
+        }
+    }
+
+    fn remove_key(&mut self, pin: &str, key: &str) {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
+            return;
+        };
+        if let Some(old) = cluster.keys.remove(key) {
+            self.usage.bytes -= key_bytes(pin, key, &old);
+        }
+    }
+
+    fn clear_keys(&mut self, pin: &str) {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
+            return;
+        };
+        self.usage.bytes -= cluster.keys_bytes();
+        cluster.keys.clear();
+    }
+}
+
 /// See the module documentation.
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -75,10 +161,12 @@ pub struct SqliteStore {
 
 struct Inner {
     /// Every cluster in the file, committed changes only.
-    cache: RwLock<HashMap<String, Cached>>,
+    cache: RwLock<Cache>,
     /// The one connection, which writes; `None` once closed.
     conn: Mutex<Option<Connection>>,
     sink: OnceLock<ChangeSink>,
+    /// The last write found the disk full (see the module documentation).
+    read_only: AtomicBool,
 }
 
 impl SqliteStore {
@@ -157,16 +245,23 @@ impl SqliteStore {
                 "the file has schema version {version}, written by a newer clusterctx                  (this one knows version {SCHEMA_VERSION})"
             );
         }
-        conn.execute_batch(SCHEMA)
-            .context("cannot create the tables")?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // A write at every start, even when nothing changes: it tells whether the disk takes
+        // writes before the first client asks.
+        let read_only = match create_schema(&conn) {
+            Ok(()) => false,
+            Err(err) if version == SCHEMA_VERSION && is_disk_full(&err) => true,
+            Err(err) => return Err(explain_open_error(err).context("cannot create the tables")),
+        };
         let cache = load(&conn)?;
+        let inner = Inner {
+            cache: RwLock::new(cache),
+            conn: Mutex::new(Some(conn)),
+            sink: OnceLock::new(),
+            read_only: AtomicBool::new(false),
+        };
+        inner.disk_full(read_only);
         Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                cache: RwLock::new(cache),
-                conn: Mutex::new(Some(conn)),
-                sink: OnceLock::new(),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -182,7 +277,11 @@ impl SqliteStore {
             tokio::task::spawn_blocking(move || {
                 let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
                 let conn = conn.as_mut().ok_or(StoreError::Closed)?;
-                op(&inner, conn)
+                let result = op(&inner, conn);
+                if let Err(StoreError::Full) = result {
+                    inner.disk_full(true);
+                }
+                result
             })
             .await
             .map_err(|err| StoreError::Unavailable(format!("a store write stopped: {err}")))?
@@ -191,12 +290,31 @@ impl SqliteStore {
 }
 
 impl Inner {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Cached>> {
+    fn read(&self) -> RwLockReadGuard<'_, Cache> {
         self.cache.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn modify<T>(&self, f: impl FnOnce(&mut HashMap<String, Cached>) -> T) -> T {
-        f(&mut self.cache.write().unwrap_or_else(|e| e.into_inner()))
+    /// Applies a committed change to the cache. A commit also shows that the disk takes
+    /// writes again.
+    fn modify<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
+        let result = f(&mut self.cache.write().unwrap_or_else(|e| e.into_inner()));
+        self.disk_full(false);
+        result
+    }
+
+    /// Records whether the disk takes writes; logs only the changes.
+    fn disk_full(&self, full: bool) {
+        if self.read_only.swap(full, Ordering::Relaxed) == full {
+            return;
+        }
+        if full {
+            tracing::error!(
+                "the store's disk is full: serving reads only, writes answer 507 until space \
+                 is freed (each write tries again)"
+            );
+        } else {
+            tracing::info!("the store takes writes again: its disk has space");
+        }
     }
 
     fn report(&self, pin: &str, key: Option<&str>) {
@@ -206,9 +324,19 @@ impl Inner {
     }
 }
 
+/// The tables and the schema version, written at every start.
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
+fn is_disk_full(err: &rusqlite::Error) -> bool {
+    err.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
 /// Everything in the file, for the cache at start.
-fn load(conn: &Connection) -> anyhow::Result<HashMap<String, Cached>> {
-    let mut clusters = HashMap::new();
+fn load(conn: &Connection) -> anyhow::Result<Cache> {
+    let mut cache = Cache::default();
     let mut stmt = conn.prepare("SELECT pin, created_ms, expires_ms, token_hash FROM clusters")?;
     let rows = stmt.query_map([], |row| {
         Ok((
@@ -224,19 +352,12 @@ fn load(conn: &Connection) -> anyhow::Result<HashMap<String, Cached>> {
             .as_slice()
             .try_into()
             .map_err(|_| anyhow::anyhow!("a token digest in the store is malformed"))?;
-        let record = ClusterRecord {
-            pin: pin.clone(),
+        cache.insert_cluster(ClusterRecord {
+            pin,
             created_ms,
             expires_ms,
             token_hash,
-        };
-        clusters.insert(
-            pin,
-            Cached {
-                record,
-                keys: BTreeMap::new(),
-            },
-        );
+        });
     }
     let mut stmt = conn.prepare("SELECT pin, key, value FROM keys")?;
     let rows = stmt.query_map([], |row| {
@@ -249,11 +370,9 @@ fn load(conn: &Connection) -> anyhow::Result<HashMap<String, Cached>> {
     for row in rows {
         let (pin, key, value) = row?;
         // The foreign key guarantees the cluster exists.
-        if let Some(cluster) = clusters.get_mut(&pin) {
-            cluster.keys.insert(key, value);
-        }
+        cache.set_key(&pin, key, value);
     }
-    Ok(clusters)
+    Ok(cache)
 }
 
 /// A read answered from the cache, in the shape every store returns.
@@ -268,8 +387,14 @@ impl Store for SqliteStore {
         }
     }
 
-    fn create_cluster(&self, cluster: ClusterRecord) -> StoreFuture<'_, ()> {
+    fn create_cluster(&self, cluster: ClusterRecord, quota: Quota) -> StoreFuture<'_, ()> {
         self.write(move |inner, conn| {
+            // Writes are serialized, so the usage checked here is still the usage at the
+            // INSERT.
+            let usage = inner.read().usage;
+            quota
+                .admits(usage, 1, cluster_bytes(&cluster.pin))
+                .map_err(StoreError::AtCap)?;
             conn.prepare_cached(
                 "INSERT INTO clusters (pin, created_ms, expires_ms, token_hash)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -280,15 +405,7 @@ impl Store for SqliteStore {
                 cluster.expires_ms,
                 &cluster.token_hash[..]
             ])?;
-            inner.modify(|clusters| {
-                clusters.insert(
-                    cluster.pin.clone(),
-                    Cached {
-                        record: cluster,
-                        keys: BTreeMap::new(),
-                    },
-                )
-            });
+            inner.modify(|cache| cache.insert_cluster(cluster));
             Ok(())
         })
     }
@@ -315,40 +432,51 @@ impl Store for SqliteStore {
         self.write(move |inner, conn| {
             {
                 // Writes are serialized, so these checks still hold at the INSERT.
-                let clusters = inner.read();
-                let cluster = clusters.get(&new.pin).ok_or(StoreError::NoCluster)?;
+                let cache = inner.read();
+                let cluster = cache.get(&new.pin).ok_or(StoreError::NoCluster)?;
                 if cluster.record.expires_ms <= new.now_ms {
                     return Err(StoreError::Expired);
                 }
                 if cluster.keys.len() >= new.max_keys {
                     return Err(StoreError::TooManyKeys(new.max_keys));
                 }
+                new.quota
+                    .admits(cache.usage, 0, key_bytes(&new.pin, &new.key, &new.value))
+                    .map_err(StoreError::AtCap)?;
             }
             conn.prepare_cached("INSERT INTO keys (pin, key, value) VALUES (?1, ?2, ?3)")?
                 .execute(params![new.pin, new.key, new.value])?;
-            inner.modify(|clusters| {
-                if let Some(cluster) = clusters.get_mut(&new.pin) {
-                    cluster.keys.insert(new.key.clone(), new.value);
-                }
-            });
+            inner.modify(|cache| cache.set_key(&new.pin, new.key.clone(), new.value));
             inner.report(&new.pin, Some(&new.key));
             Ok(())
         })
     }
 
-    fn replace_key(&self, pin: String, key: String, value: String) -> StoreFuture<'_, bool> {
+    fn replace_key(
+        &self,
+        pin: String,
+        key: String,
+        value: String,
+        quota: Quota,
+    ) -> StoreFuture<'_, bool> {
         self.write(move |inner, conn| {
+            {
+                let cache = inner.read();
+                let Some(old) = cache.get(&pin).and_then(|c| c.keys.get(&key)) else {
+                    return Ok(false);
+                };
+                let growth = value.len().saturating_sub(old.len()) as u64;
+                quota
+                    .admits(cache.usage, 0, growth)
+                    .map_err(StoreError::AtCap)?;
+            }
             let changed = conn
                 .prepare_cached("UPDATE keys SET value = ?3 WHERE pin = ?1 AND key = ?2")?
                 .execute(params![pin, key, value])?;
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|clusters| {
-                if let Some(cluster) = clusters.get_mut(&pin) {
-                    cluster.keys.insert(key.clone(), value);
-                }
-            });
+            inner.modify(|cache| cache.set_key(&pin, key.clone(), value));
             inner.report(&pin, Some(&key));
             Ok(true)
         })
@@ -362,11 +490,7 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|clusters| {
-                if let Some(cluster) = clusters.get_mut(&pin) {
-                    cluster.keys.remove(&key);
-                }
-            });
+            inner.modify(|cache| cache.remove_key(&pin, &key));
             Ok(true)
         })
     }
@@ -380,7 +504,7 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|clusters| clusters.remove(&pin));
+            inner.modify(|cache| cache.remove_cluster(&pin));
             inner.report(&pin, None);
             Ok(true)
         })
@@ -392,6 +516,7 @@ impl Store for SqliteStore {
             let forgotten = |c: &Cached| c.record.expires_ms <= forget_before_ms;
             let due: Vec<String> = inner
                 .read()
+                .clusters
                 .iter()
                 .filter(|(_, c)| emptied(c) || forgotten(c))
                 .map(|(pin, _)| pin.clone())
@@ -410,17 +535,17 @@ impl Store for SqliteStore {
                 params![forget_before_ms],
             )?;
             tx.commit()?;
-            let swept = inner.modify(|clusters| {
+            let swept = inner.modify(|cache| {
                 let mut swept = Swept::default();
                 for pin in &due {
-                    let Some(cluster) = clusters.get_mut(pin) else {
+                    let Some(forget) = cache.get(pin).map(forgotten) else {
                         continue;
                     };
-                    if forgotten(cluster) {
-                        clusters.remove(pin);
+                    if forget {
+                        cache.remove_cluster(pin);
                         swept.forgotten += 1;
                     } else {
-                        cluster.keys.clear();
+                        cache.clear_keys(pin);
                         swept.emptied += 1;
                     }
                 }
@@ -434,8 +559,13 @@ impl Store for SqliteStore {
     }
 
     fn inventory(&self, now_ms: i64) -> StoreFuture<'_, Inventory> {
-        let mut inventory = Inventory::default();
-        for cluster in self.inner.read().values() {
+        let cache = self.inner.read();
+        let mut inventory = Inventory {
+            usage: cache.usage,
+            read_only: self.inner.read_only.load(Ordering::Relaxed),
+            ..Inventory::default()
+        };
+        for cluster in cache.clusters.values() {
             if cluster.record.expires_ms <= now_ms {
                 inventory.tombstones += 1;
             } else {
@@ -468,6 +598,7 @@ fn explain_open_error(err: rusqlite::Error) -> anyhow::Error {
         Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
             Some("the file cannot be written: check its permissions")
         }
+        Some(ErrorCode::DiskFull) => Some("the disk is full"),
         _ => None,
     };
     match hint {
@@ -479,6 +610,7 @@ fn explain_open_error(err: rusqlite::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::store::Cap;
 
     fn record(pin: &str) -> ClusterRecord {
         ClusterRecord {
@@ -496,6 +628,7 @@ mod tests {
             value: value.into(),
             now_ms: 1_500,
             max_keys: 10,
+            quota: Quota::default(),
         }
     }
 
@@ -512,9 +645,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.sqlite3");
         let store = SqliteStore::open(&path).unwrap();
-        store.create_cluster(record("aaaaaaaaaaaa")).await.unwrap();
+        store
+            .create_cluster(record("aaaaaaaaaaaa"), Quota::default())
+            .await
+            .unwrap();
         assert_eq!(
-            store.create_cluster(record("aaaaaaaaaaaa")).await,
+            store
+                .create_cluster(record("aaaaaaaaaaaa"), Quota::default())
+                .await,
             Err(StoreError::Conflict)
         );
         store
@@ -545,7 +683,10 @@ mod tests {
     #[tokio::test]
     async fn expired_and_full_clusters_refuse_new_keys() {
         let store = SqliteStore::open_in_memory().unwrap();
-        store.create_cluster(record("aaaaaaaaaaaa")).await.unwrap();
+        store
+            .create_cluster(record("aaaaaaaaaaaa"), Quota::default())
+            .await
+            .unwrap();
         let late = NewKey {
             now_ms: 2_000,
             ..new_key("aaaaaaaaaaaa", "k", "1")
@@ -569,7 +710,10 @@ mod tests {
         let path = dir.path().join("sub/dir/pins.sqlite3");
         {
             let store = SqliteStore::open(&path).unwrap();
-            store.create_cluster(record("aaaaaaaaaaaa")).await.unwrap();
+            store
+                .create_cluster(record("aaaaaaaaaaaa"), Quota::default())
+                .await
+                .unwrap();
             for (key, value) in [("master_ip", "10.0.0.1"), ("other", "x")] {
                 store
                     .create_key(new_key("aaaaaaaaaaaa", key, value))
@@ -578,7 +722,7 @@ mod tests {
             }
             let (pin, other) = ("aaaaaaaaaaaa".to_string(), "other".to_string());
             assert!(store
-                .replace_key(pin.clone(), other.clone(), "y".into())
+                .replace_key(pin.clone(), other.clone(), "y".into(), Quota::default())
                 .await
                 .unwrap());
             assert!(store.delete_key(pin.clone(), other.clone()).await.unwrap());
@@ -659,12 +803,15 @@ mod tests {
             })
         });
         let pin = "aaaaaaaaaaaa".to_string();
-        store.create_cluster(record(&pin)).await.unwrap();
+        store
+            .create_cluster(record(&pin), Quota::default())
+            .await
+            .unwrap();
         store.create_key(new_key(&pin, "k", "1")).await.unwrap();
         // A refused write reports nothing.
         let _ = store.create_key(new_key(&pin, "k", "2")).await;
         store
-            .replace_key(pin.clone(), "k".into(), "3".into())
+            .replace_key(pin.clone(), "k".into(), "3".into(), Quota::default())
             .await
             .unwrap();
         store.delete_key(pin.clone(), "k".into()).await.unwrap();
@@ -688,7 +835,10 @@ mod tests {
                 }
             })
         });
-        store.create_cluster(record("aaaaaaaaaaaa")).await.unwrap();
+        store
+            .create_cluster(record("aaaaaaaaaaaa"), Quota::default())
+            .await
+            .unwrap();
         store
             .create_key(new_key("aaaaaaaaaaaa", "k", "1"))
             .await
@@ -708,7 +858,12 @@ mod tests {
             Inventory {
                 clusters: 0,
                 tombstones: 1,
-                keys: 0
+                keys: 0,
+                usage: Usage {
+                    clusters: 1,
+                    bytes: cluster_bytes("aaaaaaaaaaaa"),
+                },
+                read_only: false,
             }
         );
         assert_eq!(
@@ -720,5 +875,159 @@ mod tests {
         );
         assert_eq!(store.cluster("aaaaaaaaaaaa").await.unwrap(), None);
         assert_eq!(reported.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    async fn usage(store: &SqliteStore) -> Usage {
+        store.inventory(0).await.unwrap().usage
+    }
+
+    #[tokio::test]
+    async fn usage_follows_every_write_and_is_recounted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        let (a, b) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+        for pin in [a, b] {
+            store
+                .create_cluster(record(pin), Quota::default())
+                .await
+                .unwrap();
+        }
+        let rows = 2 * cluster_bytes(a);
+        assert_eq!(
+            usage(&store).await,
+            Usage {
+                clusters: 2,
+                bytes: rows
+            }
+        );
+        store.create_key(new_key(a, "k", "12345")).await.unwrap();
+        store.create_key(new_key(a, "j", "1")).await.unwrap();
+        store.create_key(new_key(b, "k", "1")).await.unwrap();
+        let keys = key_bytes(a, "k", "12345") + key_bytes(a, "j", "1") + key_bytes(b, "k", "1");
+        assert_eq!(usage(&store).await.bytes, rows + keys);
+        let (pin, k) = (a.to_string(), "k".to_string());
+        store
+            .replace_key(pin.clone(), k.clone(), "12".into(), Quota::default())
+            .await
+            .unwrap();
+        let keys = keys - 3;
+        assert_eq!(usage(&store).await.bytes, rows + keys);
+        store.delete_key(pin.clone(), "j".into()).await.unwrap();
+        let keys = keys - key_bytes(a, "j", "1");
+        let before_close = usage(&store).await;
+        assert_eq!(before_close.bytes, rows + keys);
+        store.close();
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(usage(&store).await, before_close);
+        store.delete_cluster(pin).await.unwrap();
+        assert_eq!(
+            usage(&store).await,
+            Usage {
+                clusters: 1,
+                bytes: cluster_bytes(b) + key_bytes(b, "k", "1"),
+            }
+        );
+        // Expired at 2_000: the sweep empties it, then forgets it.
+        store.sweep(2_000, 0).await.unwrap();
+        assert_eq!(
+            usage(&store).await,
+            Usage {
+                clusters: 1,
+                bytes: cluster_bytes(b),
+            }
+        );
+        store.sweep(3_000, 2_500).await.unwrap();
+        assert_eq!(usage(&store).await, Usage::default());
+    }
+
+    #[tokio::test]
+    async fn writes_past_a_cap_are_refused_and_leave_nothing() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let (a, b) = ("aaaaaaaaaaaa", "bbbbbbbbbbbb");
+        let one_cluster = Quota {
+            max_clusters: 1,
+            max_bytes: 0,
+        };
+        store.create_cluster(record(a), one_cluster).await.unwrap();
+        assert_eq!(
+            store.create_cluster(record(b), one_cluster).await,
+            Err(StoreError::AtCap(Cap::Clusters(1)))
+        );
+        assert_eq!(store.cluster(b).await.unwrap(), None);
+
+        // Room for the cluster row and one key of 5 bytes of value, not a byte more.
+        let max_bytes = cluster_bytes(a) + key_bytes(a, "k", "12345");
+        let tight = Quota {
+            max_clusters: 0,
+            max_bytes,
+        };
+        let capped = |key: &str, value: &str| NewKey {
+            quota: tight,
+            ..new_key(a, key, value)
+        };
+        assert_eq!(
+            store.create_key(capped("k", "123456")).await,
+            Err(StoreError::AtCap(Cap::Bytes(max_bytes)))
+        );
+        store.create_key(capped("k", "12345")).await.unwrap();
+        assert_eq!(
+            store.create_key(capped("j", "")).await,
+            Err(StoreError::AtCap(Cap::Bytes(max_bytes)))
+        );
+        let (pin, k) = (a.to_string(), "k".to_string());
+        assert_eq!(
+            store
+                .replace_key(pin.clone(), k.clone(), "123456".into(), tight)
+                .await,
+            Err(StoreError::AtCap(Cap::Bytes(max_bytes)))
+        );
+        assert_eq!(value(&store, a, "k").await.as_deref(), Some("12345"));
+        // Shrinking always fits, and makes room again.
+        assert!(store
+            .replace_key(pin.clone(), k.clone(), "1".into(), tight)
+            .await
+            .unwrap());
+        assert!(store
+            .replace_key(pin, k, "12345".into(), tight)
+            .await
+            .unwrap());
+        assert_eq!(usage(&store).await.bytes, max_bytes);
+    }
+
+    /// Caps the database at its current size, as a full disk would.
+    fn set_full(store: &SqliteStore, full: bool) {
+        let conn = store.inner.conn.lock().unwrap();
+        let conn = conn.as_ref().unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        let max = if full { pages } else { i64::from(u32::MAX) };
+        conn.pragma_update(None, "max_page_count", max).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_database_reads_and_takes_writes_again_once_they_fit() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let pin = "aaaaaaaaaaaa";
+        store
+            .create_cluster(record(pin), Quota::default())
+            .await
+            .unwrap();
+        store.create_key(new_key(pin, "k", "1")).await.unwrap();
+        set_full(&store, true);
+        let big = "x".repeat(8000);
+        assert_eq!(
+            store.create_key(new_key(pin, "big", &big)).await,
+            Err(StoreError::Full)
+        );
+        assert!(store.inventory(0).await.unwrap().read_only);
+        assert_eq!(value(&store, pin, "k").await.as_deref(), Some("1"));
+        assert_eq!(value(&store, pin, "big").await, None);
+        set_full(&store, false);
+        store.create_key(new_key(pin, "big", &big)).await.unwrap();
+        assert!(!store.inventory(0).await.unwrap().read_only);
     }
 }

@@ -76,6 +76,8 @@ pub async fn delete_with_token(client: &reqwest::Client, url: &str, token: &str)
 pub struct ServeProcess {
     pub child: Child,
     pub url: String,
+    /// What the child wrote to stderr up to and including the "listening on" line.
+    pub stderr_start: String,
     /// Everything the child wrote to stderr after the "listening on" line, collected in the
     /// background (read it after the child has exited).
     pub stderr_rest: std::sync::mpsc::Receiver<String>,
@@ -136,6 +138,7 @@ impl ServeProcess {
         ServeProcess {
             child,
             url,
+            stderr_start: seen,
             stderr_rest: rx,
         }
     }
