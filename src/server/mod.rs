@@ -9,7 +9,8 @@
 //! server.
 //!
 //! - `routes`: [`app`], the router, and its handlers; `paths`: the route templates.
-//! - `extract`: reading requests: `Accept` negotiation, JSON and form bodies, `?wait=`,
+//! - `negotiate`: `Accept` and `?format=` of the single-key route, ours and DRF's.
+//! - `extract`: reading requests: JSON and form bodies (trimmed as DRF did), `?wait=`,
 //!   path segments, the client address.
 //! - `state`: [`AppState`]: what a request means on top of the store: expiry at read time
 //!   (from the [`Clock`]), admin tokens, the long-poll loop, the sweep.
@@ -73,6 +74,7 @@ mod extract;
 mod layers;
 mod listener;
 mod metrics;
+mod negotiate;
 mod paths;
 mod ratelimit;
 mod routes;

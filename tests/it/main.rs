@@ -21,6 +21,8 @@ mod context_atomic;
 mod context_examples;
 mod context_proptest;
 #[cfg(feature = "server")]
+mod legacy_fidelity;
+#[cfg(feature = "server")]
 mod legacy_shell_compat;
 #[cfg(feature = "server")]
 mod sealed_cli;
