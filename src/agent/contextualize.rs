@@ -14,6 +14,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use reqwest::StatusCode;
+
 use super::{
     address,
     config::{AddressChoice, RoleRequest},
@@ -244,8 +246,9 @@ impl<'a> Run<'a> {
             _ => {
                 tracing::info!("the PIN service is a legacy one: polling without long-poll");
                 if self.plan.config.role == RoleRequest::Auto {
-                    tracing::warn!(
-                        "auto election against a legacy PIN service is only as safe as its                          create, which is racy: two nodes booting at the same instant may both                          believe they are master"
+                    tracing::info!(
+                        "auto election against a legacy PIN service: its create is racy, so \
+                         the first master_ip row of its keys list decides who is master"
                     );
                 }
             }
@@ -270,29 +273,53 @@ impl<'a> Run<'a> {
     }
 
     /// Creates `publish.key` = `ip`, create-only. A 409 holding our own address is success (a
-    /// reboot republishing); any other holder is reported, not overwritten.
+    /// reboot republishing); any other holder is reported, not overwritten. Against a legacy
+    /// service a 201 proves nothing (its create races): the first row of the key in its list
+    /// decides, for every node alike.
     async fn claim(&mut self, publish: &Publish, ip: IpAddr) -> Result<Claim, AgentError> {
         let key = publish.key;
         let what = format!("publishing {key}");
         let step = self.step(&what, Some(key));
         let (client, pin) = (&self.client, &self.plan.config.pin);
+        let legacy = self
+            .client
+            .server_kind()
+            .map_or(true, |kind| kind.is_legacy());
         let ours = ip.to_string();
         let ours = ours.as_str();
         retry(&mut self.schedule, &step, |_| async move {
-            match client.create_key(pin, key, ours).await? {
-                Created::Created => {
-                    tracing::info!(key, "published {key}={ours}");
-                    Ok::<_, ClientError>(Attempt::Done(Claim::Ours))
-                }
-                Created::AlreadyExists => match client.get_key(pin, key, None).await? {
-                    Some(held) if same_address(&held, ip) => {
-                        tracing::info!(key, "{key}={ours} was already published by this node");
-                        Ok(Attempt::Done(Claim::Ours))
+            let created = client.create_key(pin, key, ours).await?;
+            let held = if legacy {
+                client.first_value(pin, key).await?
+            } else if created == Created::Created {
+                tracing::info!(key, "published {key}={ours}");
+                return Ok::<_, ClientError>(Attempt::Done(Claim::Ours));
+            } else {
+                client.get_key(pin, key, None).await?
+            };
+            match held {
+                Some(held) if same_address(&held, ip) => {
+                    match created {
+                        Created::Created => tracing::info!(key, "published {key}={ours}"),
+                        Created::AlreadyExists => {
+                            tracing::info!(key, "{key}={ours} was already published by this node")
+                        }
                     }
-                    Some(held) => Ok(Attempt::Done(Claim::HeldBy(held))),
-                    // Deleted between our POST and GET: try again.
-                    None => Ok(Attempt::NotYet),
-                },
+                    Ok(Attempt::Done(Claim::Ours))
+                }
+                Some(held) => {
+                    if created == Created::Created {
+                        tracing::warn!(
+                            key,
+                            "the legacy service let another node create {key} too; its first \
+                             row ({}) wins",
+                            held.escape_debug()
+                        );
+                    }
+                    Ok(Attempt::Done(Claim::HeldBy(held)))
+                }
+                // Deleted between our POST and the look: try again.
+                None => Ok(Attempt::NotYet),
             }
         })
         .await
@@ -303,12 +330,26 @@ impl<'a> Run<'a> {
     /// slot per try, polls a legacy one once per slot.
     async fn wait_for(&mut self, key: &str) -> Result<String, AgentError> {
         let long_poll = self.client.server_kind().is_some_and(|k| k.long_poll);
+        let legacy = self
+            .client
+            .server_kind()
+            .map_or(true, |kind| kind.is_legacy());
         let what = format!("waiting for {key}");
         let step = self.step(&what, Some(key));
         let (client, pin) = (&self.client, &self.plan.config.pin);
         let value = retry(&mut self.schedule, &step, |slot| async move {
             let wait = long_poll.then_some(slot);
-            Ok::<_, ClientError>(match client.get_key(pin, key, wait).await? {
+            let found = match client.get_key(pin, key, wait).await {
+                // A legacy service answers 500 for a key that its racy create stored twice;
+                // the first row of its list is the one the nodes agreed on.
+                Err(ClientError::Status { status, .. })
+                    if legacy && status == StatusCode::INTERNAL_SERVER_ERROR =>
+                {
+                    client.first_value(pin, key).await?
+                }
+                other => other?,
+            };
+            Ok::<_, ClientError>(match found {
                 Some(value) => Attempt::Done(value),
                 None => Attempt::NotYet,
             })

@@ -11,7 +11,7 @@ use crate::{
         retry::{retry, Attempt, Schedule, Step},
         Created, PinClient,
     },
-    protocol::KEY_MASTER_READY,
+    protocol::{KEY_MASTER_IP, KEY_MASTER_READY},
 };
 
 /// What `master-ready` did.
@@ -57,19 +57,39 @@ pub async fn run(config: &AgentConfig, store: &StateStore) -> Result<Announced, 
         key: Some(KEY_MASTER_READY),
         url: &config.service_url,
     };
-    retry(&mut schedule, &step, |_| async move {
-        // Any existing value means an earlier run of ours got there first: idempotent.
+    let ours = state.published_address.as_deref();
+    let held = retry(&mut schedule, &step, |_| async move {
         match client.create_key(pin, KEY_MASTER_READY, "yes").await? {
             Created::Created => tracing::info!("published master_ready=yes"),
-            Created::AlreadyExists => tracing::info!("master_ready was already published"),
+            // An earlier run of ours got there first (idempotent), unless another node
+            // believes it is master too, as a racy legacy create allows: then the first
+            // master_ip row says who is.
+            Created::AlreadyExists => {
+                let held = client.first_value(pin, KEY_MASTER_IP).await?;
+                if let Some(held) = held.filter(|held| Some(held.as_str()) != ours) {
+                    return Ok(Attempt::Done(Some(held)));
+                }
+                tracing::info!("master_ready was already published");
+            }
         }
-        Ok::<_, crate::client::ClientError>(Attempt::Done(()))
+        Ok::<_, crate::client::ClientError>(Attempt::Done(None))
     })
     .await
     .map_err(|err| AgentError::from_service(err, pin))?;
+    if let Some(held) = held {
+        return Err(taken(held, ours));
+    }
     state.master_ready_published = true;
     store
         .save(&mut state)
         .map_err(|err| AgentError::State(err.into()))?;
     Ok(Announced::Published)
+}
+
+/// Another node's `master_ip` comes first: this node is not the master it was recorded as.
+fn taken(held: String, ours: Option<&str>) -> AgentError {
+    match ours.and_then(|ours| ours.parse().ok()) {
+        Some(ours) => AgentError::PinTaken { held, ours },
+        None => AgentError::NotContextualized,
+    }
 }

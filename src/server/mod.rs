@@ -4,9 +4,9 @@
 //!
 //! # Layout
 //!
-//! The arrows point one way: `routes` -> `layers` -> `extract`; handlers -> `state` ->
-//! `store`, `waiters`, `config`; `waiters` -> `store`; `store` imports nothing else of the
-//! server.
+//! The arrows point one way: `routes` -> `layers` -> `extract`, `negotiate`; handlers ->
+//! `state` -> `store`, `waiters`, `config`; `waiters` -> `store`; `store` imports nothing else
+//! of the server.
 //!
 //! - `routes`: [`app`], the router, and its handlers; `paths`: the route templates.
 //! - `negotiate`: `Accept` and `?format=` of the single-key route, ours and DRF's.
@@ -25,7 +25,8 @@
 //! - `shutdown`: the flag that flips once; `listener`, long-polls and the sweep watch it.
 //! - `auth`: PIN and admin-token generation, token digests, constant-time check.
 //! - `ratelimit`: the per-client limit on misses for unknown PINs.
-//! - `layers`: per-request middleware: time limit, service header, metrics, miss limit.
+//! - `layers`: per-request middleware: time limit, service header, metrics, miss limit, the
+//!   legacy emulation (406, DRF error bodies).
 //! - `metrics`: counters and gauges in the Prometheus text format.
 //! - `error`: [`ApiError`], one status and one JSON body per failure.
 //! - `listener` and `tls`: the accept loop (HTTP/1.1 and HTTP/2, optionally over rustls) and

@@ -1,11 +1,12 @@
 //! A legacy shell agent (curl, the same headers, the same `sed`/`awk` parsing of
 //! `master_ip: <ip>`) against our service, unchanged: PROTOCOL.md part 1.
 
-use crate::support::server as server_support;
-
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use clusterctx::server::{self, Config};
+use clusterctx::{
+    protocol::ClusterInfo,
+    server::{self, Config},
+};
 
 fn curl_available() {
     match Command::new("curl").arg("--version").output() {
@@ -37,10 +38,15 @@ fn sh(url: &str, pin: &str, command: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A new PIN, also from `--emulate-legacy` (which gives no admin token).
 async fn new_pin(url: &str) -> String {
-    server_support::create_cluster(&reqwest::Client::new(), url)
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/clusters"))
+        .send()
         .await
-        .0
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<ClusterInfo>().await.unwrap().pin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,9 +120,28 @@ async fn legacy_curl_calls_work_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_master_and_worker_scripts_pair_up() {
+    pair_up(Config::default(), "10.1.2.3").await;
+}
+
+/// The legacy service trimmed values, and legacy workers rely on it: a stray space would end
+/// up in their files (or make their `sed` and `awk` parsings disagree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_value_with_surrounding_whitespace_reaches_legacy_workers_trimmed() {
+    for emulate_legacy in [false, true] {
+        let config = Config {
+            emulate_legacy,
+            ..Config::default()
+        };
+        pair_up(config, " 10.1.2.3 ").await;
+    }
+}
+
+/// A legacy master publishing `master_value` and a legacy worker that started first: the
+/// worker's file must get 10.1.2.3.
+async fn pair_up(config: Config, master_value: &str) {
     curl_available();
     let dir = tempfile::tempdir().unwrap();
-    let server = server::spawn(Config::default()).await.unwrap();
+    let server = server::spawn(config).await.unwrap();
     let url = server.url();
     let pin = new_pin(&url).await;
     let context = dir.path().join("user-data");
@@ -137,7 +162,7 @@ async fn legacy_master_and_worker_scripts_pair_up() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let master = tokio::process::Command::new("bash")
         .arg(script())
-        .args(["master", &url, &pin, "10.1.2.3"])
+        .args(["master", &url, &pin, master_value])
         .output()
         .await
         .unwrap();

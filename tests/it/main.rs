@@ -6,6 +6,10 @@
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
+//! - `agent_legacy`: `auto` against a legacy-like service whose create races
+//!   (`support::legacy`).
+//! - `legacy_fidelity`: what a legacy client sees, row by row, in both modes; the miss limit
+//!   behind a NAT.
 //! - `legacy_shell_compat`: the legacy shell agent (`legacy_shell_agent.sh`) against our
 //!   service.
 //!
@@ -17,6 +21,8 @@ mod agent_cli;
 #[cfg(feature = "server")]
 mod agent_cluster;
 mod agent_faults;
+#[cfg(feature = "server")]
+mod agent_legacy;
 mod context_atomic;
 mod context_examples;
 mod context_proptest;
