@@ -120,7 +120,11 @@ async fn legacy_curl_calls_work_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_master_and_worker_scripts_pair_up() {
-    pair_up(Config::default(), "10.1.2.3").await;
+    let master = format!(
+        "bash {} master \"$URL\" \"$PIN\" 10.1.2.3",
+        script().display()
+    );
+    pair_up(Config::default(), &master).await;
 }
 
 /// The legacy service trimmed values, and legacy workers rely on it: a stray space would end
@@ -132,13 +136,27 @@ async fn a_master_value_with_surrounding_whitespace_reaches_legacy_workers_trimm
             emulate_legacy,
             ..Config::default()
         };
-        pair_up(config, " 10.1.2.3 ").await;
+        // The legacy master's exact calls, with the address as a sloppy `ifconfig` parsing
+        // leaves it (the script's word splitting would drop the spaces).
+        let master = format!(
+            "{} && {}",
+            legacy_post(r#"{"key": "master_ip", "value": " 10.1.2.3 \n"}"#),
+            legacy_post(r#"{"key": "master_ready", "value": "yes"}"#)
+        );
+        pair_up(config, &master).await;
     }
 }
 
-/// A legacy master publishing `master_value` and a legacy worker that started first: the
-/// worker's file must get 10.1.2.3.
-async fn pair_up(config: Config, master_value: &str) {
+/// The legacy master's POST of `body` as a shell command, failing unless the answer is 201.
+fn legacy_post(body: &str) -> String {
+    format!(
+        r#"test "$(curl -s -o /dev/null -w '%{{http_code}}' -X POST -H 'Content-Type: application/json' -d '{body}' $URL/api/v1/clusters/$PIN/keys)" = 201"#
+    )
+}
+
+/// A legacy worker that started first, and `master` (a shell command with `$URL` and `$PIN`
+/// set) publishing 10.1.2.3 for it: the worker's file must get exactly that address.
+async fn pair_up(config: Config, master: &str) {
     curl_available();
     let dir = tempfile::tempdir().unwrap();
     let server = server::spawn(config).await.unwrap();
@@ -161,8 +179,9 @@ async fn pair_up(config: Config, master_value: &str) {
     let worker = tokio::spawn(worker);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let master = tokio::process::Command::new("bash")
-        .arg(script())
-        .args(["master", &url, &pin, master_value])
+        .args(["-c", master])
+        .env("URL", &url)
+        .env("PIN", &pin)
         .output()
         .await
         .unwrap();
