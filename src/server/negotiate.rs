@@ -62,45 +62,36 @@ pub(crate) fn accepts_json(headers: &HeaderMap, query: Option<&str>) -> Result<(
     negotiate_among(&OFFERED[1..], headers, query, true).map(drop)
 }
 
+/// Without allocating (the single-key GET is the hot path): the offers named by
+/// `?format=`, and the ranges of `Accept`, are iterated where they lie.
 fn negotiate_among(
     offers: &[Offer],
     headers: &HeaderMap,
     query: Option<&str>,
     legacy: bool,
 ) -> Result<Rendering, ApiError> {
-    let offered: Vec<_> = match format_param(query) {
-        None => offers.iter().collect(),
-        Some(format) => {
-            let named: Vec<_> = offers
-                .iter()
-                .filter(|(_, _, _, names)| {
-                    // The legacy service knew `txt` only.
-                    let names = if legacy { &names[..1] } else { names };
-                    names.contains(&format.as_str())
-                })
-                .collect();
-            if named.is_empty() {
-                return Err(if legacy {
-                    ApiError::KeyNotFound
-                } else {
-                    ApiError::NotAcceptable(format!(
-                        "unknown format {format:?}: use ?format=txt or ?format=json"
-                    ))
-                });
-            }
-            named
-        }
+    let format = format_param(query);
+    let named = |offer: &&Offer| {
+        let names = offer.3;
+        // The legacy service knew `txt` only.
+        let names = if legacy { &names[..1] } else { names };
+        format.map_or(true, |format| names.contains(&format))
     };
-    let accept = accept_header(headers);
-    let ranges: Vec<MediaRange> = match accept {
-        // No header: anything goes, as `*/*`.
-        None => vec![MediaRange::any()],
-        Some(text) => text.split(',').map(MediaRange::parse).collect(),
+    let Some(first) = offers.iter().find(named) else {
+        return Err(if legacy {
+            ApiError::KeyNotFound
+        } else {
+            ApiError::NotAcceptable(format!(
+                "unknown format {:?}: use ?format=txt or ?format=json",
+                format.unwrap_or_default()
+            ))
+        });
     };
+    let offered = || offers.iter().filter(named);
     let chosen = if legacy {
-        drf_choice(&ranges, &offered)
+        drf_choice(headers, offered)
     } else {
-        rfc_choice(&ranges, &offered).or(Some(offered[0].0))
+        rfc_choice(headers, offered).or(Some(first.0))
     };
     chosen.ok_or_else(|| {
         let offered: Vec<String> = offers
@@ -111,50 +102,53 @@ fn negotiate_among(
     })
 }
 
-/// Every `Accept` header, joined as one list (as WSGI servers hand them to Django).
-fn accept_header(headers: &HeaderMap) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
+/// The ranges of every `Accept` header, as one list (as WSGI servers hand them to Django);
+/// without the header, `*/*`.
+fn ranges(headers: &HeaderMap) -> impl Iterator<Item = MediaRange<'_>> {
+    let absent = !headers.contains_key(header::ACCEPT);
+    std::iter::once(MediaRange::ANY)
+        .filter(move |_| absent)
+        .chain(
+            headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .map(MediaRange::parse),
+        )
 }
 
 /// The value of `format=` in the query, if any; the last one when repeated, as DRF reads it
 /// (Django's `QueryDict.get` answers the last value).
-fn format_param(query: Option<&str>) -> Option<String> {
+fn format_param(query: Option<&str>) -> Option<&str> {
     query?
         .rsplit('&')
         .find_map(|pair| pair.strip_prefix("format="))
-        .map(str::to_string)
 }
 
 /// One range of an `Accept` header.
-#[derive(Debug)]
-struct MediaRange {
-    main: String,
-    sub: String,
+#[derive(Debug, Clone, Copy)]
+struct MediaRange<'a> {
+    main: &'a str,
+    sub: &'a str,
     /// Parameters other than q (e.g. `charset`): DRF ranks such a range above a bare one.
     has_params: bool,
     /// `None` when the range's q is not a number from 0 to 1: RFC 9110 then ignores it.
     q: Option<f32>,
 }
 
-impl MediaRange {
-    fn any() -> Self {
-        MediaRange {
-            main: "*".into(),
-            sub: "*".into(),
-            has_params: false,
-            q: Some(1.0),
-        }
-    }
+impl<'a> MediaRange<'a> {
+    const ANY: MediaRange<'static> = MediaRange {
+        main: "*",
+        sub: "*",
+        has_params: false,
+        q: Some(1.0),
+    };
 
-    fn parse(text: &str) -> Self {
+    fn parse(text: &'a str) -> Self {
         let mut parts = text.split(';');
-        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let (main, sub) = essence.split_once('/').unwrap_or((&essence, ""));
+        let essence = parts.next().unwrap_or_default();
+        let (main, sub) = essence.split_once('/').unwrap_or((essence, ""));
         let mut has_params = false;
         let mut q = Some(1.0);
         for param in parts {
@@ -170,8 +164,8 @@ impl MediaRange {
             }
         }
         MediaRange {
-            main: main.trim().to_string(),
-            sub: sub.trim().to_string(),
+            main: main.trim(),
+            sub: sub.trim(),
             has_params,
             q,
         }
@@ -192,16 +186,19 @@ impl MediaRange {
     }
 
     fn matches(&self, main: &str, sub: &str) -> bool {
-        (self.main == "*" || self.main == main) && (self.sub == "*" || self.sub == sub)
+        (self.main == "*" || self.main.eq_ignore_ascii_case(main))
+            && (self.sub == "*" || self.sub.eq_ignore_ascii_case(sub))
     }
 }
 
 /// DRF: the first precedence group with a match decides, by renderer order; q is ignored.
-fn drf_choice(ranges: &[MediaRange], offered: &[&Offer]) -> Option<Rendering> {
+fn drf_choice<'o, I>(headers: &HeaderMap, offered: impl Fn() -> I) -> Option<Rendering>
+where
+    I: Iterator<Item = &'o Offer>,
+{
     (0..=3).rev().find_map(|precedence| {
-        offered.iter().find_map(|(rendering, main, sub, _)| {
-            ranges
-                .iter()
+        offered().find_map(|(rendering, main, sub, _)| {
+            ranges(headers)
                 .any(|r| r.precedence() == precedence && r.matches(main, sub))
                 .then_some(*rendering)
         })
@@ -210,25 +207,24 @@ fn drf_choice(ranges: &[MediaRange], offered: &[&Offer]) -> Option<Rendering> {
 
 /// RFC 9110: each offer's q is that of its most specific matching range; the highest q > 0
 /// wins, ties go to the offer matched more specifically, then to the earlier offer.
-fn rfc_choice(ranges: &[MediaRange], offered: &[&Offer]) -> Option<Rendering> {
+fn rfc_choice<'o, I>(headers: &HeaderMap, offered: impl Fn() -> I) -> Option<Rendering>
+where
+    I: Iterator<Item = &'o Offer>,
+{
     let mut best: Option<(f32, u8, Rendering)> = None;
-    for (rendering, main, sub, _) in offered {
-        let Some(range) = ranges
-            .iter()
+    for (rendering, main, sub, _) in offered() {
+        let Some(range) = ranges(headers)
             .filter(|r| r.q.is_some() && r.matches(main, sub))
             .max_by_key(|r| r.precedence())
         else {
             continue;
         };
-        let q = range.q.unwrap_or_default();
+        let (q, precedence) = (range.q.unwrap_or_default(), range.precedence());
         if q <= 0.0 {
             continue;
         }
-        let candidate = (q, range.precedence(), *rendering);
-        if best.map_or(true, |(bq, bp, _)| {
-            q > bq || (q == bq && range.precedence() > bp)
-        }) {
-            best = Some(candidate);
+        if best.map_or(true, |(bq, bp, _)| q > bq || (q == bq && precedence > bp)) {
+            best = Some((q, precedence, *rendering));
         }
     }
     best.map(|(_, _, rendering)| rendering)
