@@ -19,6 +19,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use reqwest::StatusCode;
+
 use super::{
     address,
     config::{AddressChoice, RoleRequest},
@@ -264,8 +266,9 @@ impl<'a> Run<'a> {
             _ => {
                 tracing::info!("the PIN service is a legacy one: polling without long-poll");
                 if self.plan.config.role == RoleRequest::Auto {
-                    tracing::warn!(
-                        "auto election against a legacy PIN service is only as safe as its                          create, which is racy: two nodes booting at the same instant may both                          believe they are master"
+                    tracing::info!(
+                        "auto election against a legacy PIN service: its create is racy, so \
+                         the first master_ip row of its keys list decides who is master"
                     );
                 }
             }
@@ -292,12 +295,17 @@ impl<'a> Run<'a> {
     /// Creates `publish.key` = `ip` (sealed if sealing is on), create-only. A 409 holding our
     /// own address is success (a reboot republishing: in a sealed cluster, recognised by
     /// opening it, since every seal has its own nonce); any other holder is reported, not
-    /// overwritten.
+    /// overwritten. Against a legacy service a 201 proves nothing (its create races): the
+    /// first row of the key in its list decides, for every node alike.
     async fn claim(&mut self, publish: &Publish, ip: IpAddr) -> Result<Claim, AgentError> {
         let key = publish.key;
         let what = format!("publishing {key}");
         let step = self.step(&what, Some(key));
         let (client, pin, sealing) = (&self.client, &self.plan.config.pin, &self.plan.sealing);
+        let legacy = self
+            .client
+            .server_kind()
+            .map_or(true, |kind| kind.is_legacy());
         let ours = ip.to_string();
         // Sealed once for every try: a retried create carries the same text, so a create that
         // succeeded unseen comes back as our own value.
@@ -305,24 +313,42 @@ impl<'a> Run<'a> {
         let (ours, text) = (ours.as_str(), text.as_str());
         let sealed = if sealing.is_on() { " (sealed)" } else { "" };
         retry(&mut self.schedule, &step, |_| async move {
-            match client.create_key(pin, key, text).await? {
-                Created::Created => {
-                    tracing::info!(key, "published {key}={ours}{sealed}");
-                    Ok::<_, ClientError>(Attempt::Done(Claim::Ours))
-                }
-                Created::AlreadyExists => match client.get_key(pin, key, None).await? {
-                    Some(held) => Ok(Attempt::Done(match sealing.open(key, &held) {
-                        Ok(held) if same_address(&held, ip) => {
-                            tracing::info!(key, "{key}={ours} was already published by this node");
-                            Claim::Ours
+            let created = client.create_key(pin, key, text).await?;
+            let held = if legacy {
+                client.first_value(pin, key).await?
+            } else if created == Created::Created {
+                tracing::info!(key, "published {key}={ours}{sealed}");
+                return Ok::<_, ClientError>(Attempt::Done(Claim::Ours));
+            } else {
+                client.get_key(pin, key, None).await?
+            };
+            // Deleted between our POST and the look: try again.
+            let Some(held) = held else {
+                return Ok(Attempt::NotYet);
+            };
+            Ok(Attempt::Done(match sealing.open(key, &held) {
+                Ok(held) if same_address(&held, ip) => {
+                    match created {
+                        Created::Created => tracing::info!(key, "published {key}={ours}{sealed}"),
+                        Created::AlreadyExists => {
+                            tracing::info!(key, "{key}={ours} was already published by this node")
                         }
-                        Ok(held) => Claim::HeldBy(held),
-                        Err(err) => Claim::Foreign(err),
-                    })),
-                    // Deleted between our POST and GET: try again.
-                    None => Ok(Attempt::NotYet),
-                },
-            }
+                    }
+                    Claim::Ours
+                }
+                Ok(held) => {
+                    if created == Created::Created {
+                        tracing::warn!(
+                            key,
+                            "the legacy service let another node create {key} too; its first \
+                             row ({}) wins",
+                            held.escape_debug()
+                        );
+                    }
+                    Claim::HeldBy(held)
+                }
+                Err(err) => Claim::Foreign(err),
+            }))
         })
         .await
         .map_err(|err| AgentError::from_service(err, pin))
@@ -341,12 +367,26 @@ impl<'a> Run<'a> {
     /// does not open fails at once: the key is create-only, so waiting cannot change it.
     async fn wait_for(&mut self, key: &str) -> Result<String, AgentError> {
         let long_poll = self.client.server_kind().is_some_and(|k| k.long_poll);
+        let legacy = self
+            .client
+            .server_kind()
+            .map_or(true, |kind| kind.is_legacy());
         let what = format!("waiting for {key}");
         let step = self.step(&what, Some(key));
         let (client, pin) = (&self.client, &self.plan.config.pin);
         let value = retry(&mut self.schedule, &step, |slot| async move {
             let wait = long_poll.then_some(slot);
-            Ok::<_, ClientError>(match client.get_key(pin, key, wait).await? {
+            let found = match client.get_key(pin, key, wait).await {
+                // A legacy service answers 500 for a key that its racy create stored twice;
+                // the first row of its list is the one the nodes agreed on.
+                Err(ClientError::Status { status, .. })
+                    if legacy && status == StatusCode::INTERNAL_SERVER_ERROR =>
+                {
+                    client.first_value(pin, key).await?
+                }
+                other => other?,
+            };
+            Ok::<_, ClientError>(match found {
                 Some(value) => Attempt::Done(value),
                 None => Attempt::NotYet,
             })

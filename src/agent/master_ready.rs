@@ -13,7 +13,7 @@ use crate::{
         retry::{retry, Attempt, Schedule, Step},
         Created, PinClient,
     },
-    protocol::KEY_MASTER_READY,
+    protocol::{KEY_MASTER_IP, KEY_MASTER_READY},
 };
 
 /// What `master-ready` did.
@@ -62,6 +62,7 @@ pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentErro
         key: Some(KEY_MASTER_READY),
         url: &config.service_url,
     };
+    let ours = state.published_address.as_deref();
     let text = sealing
         .seal(KEY_MASTER_READY, "yes")
         .map_err(AgentError::Seal)?;
@@ -70,21 +71,27 @@ pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentErro
         Ok::<_, crate::client::ClientError>(
             match client.create_key(pin, KEY_MASTER_READY, text).await? {
                 Created::Created => Attempt::Done(Found::Created),
-                // Unsealed, any existing value means an earlier run of ours got there first:
-                // idempotent. Sealed, it must also open: workers refuse one that does not.
-                Created::AlreadyExists if !sealing.is_on() => Attempt::Done(Found::Existing),
-                Created::AlreadyExists => {
-                    match client.get_key(pin, KEY_MASTER_READY, None).await? {
-                        Some(held) => Attempt::Done(Found::Held(held)),
-                        // Deleted between our POST and GET: try again.
-                        None => Attempt::NotYet,
-                    }
-                }
+                // An earlier run of ours got there first (idempotent), unless another node
+                // believes it is master too, as a racy legacy create allows: then the first
+                // master_ip row says who is. Sealed, master_ready itself must also open:
+                // workers refuse one that does not.
+                Created::AlreadyExists => Attempt::Done(Found::Existing {
+                    first_master_ip: client.first_value(pin, KEY_MASTER_IP).await?,
+                    ready: match sealing.is_on() {
+                        true => client.get_key(pin, KEY_MASTER_READY, None).await?,
+                        false => None,
+                    },
+                }),
             },
         )
     })
     .await
     .map_err(|err| AgentError::from_service(err, pin))?;
+    let taken_over = |key: &str, source| AgentError::PinTakenOver {
+        pin: pin.clone(),
+        key: key.to_string(),
+        source,
+    };
     match found {
         Found::Created if sealing.is_on() => tracing::info!(
             status = "done: published master_ready (sealed)",
@@ -94,21 +101,26 @@ pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentErro
             status = "done: published master_ready",
             "published master_ready=yes"
         ),
-        Found::Existing => tracing::info!(
-            status = "done: master_ready was already published",
-            "master_ready was already published"
-        ),
-        Found::Held(held) => {
-            sealing
-                .open(KEY_MASTER_READY, &held)
-                .map_err(|source| AgentError::PinTakenOver {
-                    pin: pin.clone(),
-                    key: KEY_MASTER_READY.to_string(),
-                    source,
-                })?;
+        Found::Existing {
+            first_master_ip,
+            ready,
+        } => {
+            if let Some(held) = first_master_ip {
+                let held = sealing
+                    .open(KEY_MASTER_IP, &held)
+                    .map_err(|source| taken_over(KEY_MASTER_IP, source))?;
+                if Some(held.as_str()) != ours {
+                    return Err(taken(held, ours));
+                }
+            }
+            if let Some(ready) = ready {
+                sealing
+                    .open(KEY_MASTER_READY, &ready)
+                    .map_err(|source| taken_over(KEY_MASTER_READY, source))?;
+            }
             tracing::info!(
                 status = "done: master_ready was already published",
-                "master_ready was already published (sealed by this cluster)"
+                "master_ready was already published"
             );
         }
     }
@@ -123,8 +135,18 @@ pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentErro
 enum Found {
     /// Nothing: created now.
     Created,
-    /// Something, not read (unsealed: any value will do).
-    Existing,
-    /// This text (sealed: it must open).
-    Held(String),
+    /// It existed: the first `master_ip` row (who is master) and, in a sealed cluster, the
+    /// held `master_ready` (it must open), as the service holds them.
+    Existing {
+        first_master_ip: Option<String>,
+        ready: Option<String>,
+    },
+}
+
+/// Another node's `master_ip` comes first: this node is not the master it was recorded as.
+fn taken(held: String, ours: Option<&str>) -> AgentError {
+    match ours.and_then(|ours| ours.parse().ok()) {
+        Some(ours) => AgentError::PinTaken { held, ours },
+        None => AgentError::NotContextualized,
+    }
 }

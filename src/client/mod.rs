@@ -213,6 +213,18 @@ impl PinClient {
         answer.expect(StatusCode::OK)?.json()
     }
 
+    /// The value of the first row named `key` in the keys list; `Ok(None)` when there is none.
+    /// A legacy service's create is check-then-insert, so concurrent creates of one key may
+    /// all succeed (and its GET of that key then answers 500); its list keeps every row in
+    /// creation order, so the first row is the one every node can agree on.
+    pub async fn first_value(&self, pin: &Pin, key: &str) -> Result<Option<String>, ClientError> {
+        let items = self.list_keys(pin).await?;
+        Ok(items
+            .into_iter()
+            .find(|item| item.key == key)
+            .map(|item| item.value))
+    }
+
     /// `GET /api/v1/clusters/<pin>/keys/<key>`, as JSON. `Ok(None)` when the key is absent
     /// (404). With `wait`, asks our service to hold the request until the key exists; a legacy
     /// server ignores the parameter and answers at once.

@@ -33,8 +33,9 @@ pub struct Config {
     #[arg(long)]
     pub open: bool,
     /// Behave like the legacy CernVM (Django) service, to test legacy agents' peers: `?wait=`
-    /// ignored (no long-poll), no service header, no admin token or expiry in answers.
-    /// Implies --open.
+    /// ignored (no long-poll), no service header, no admin token or expiry in answers, DRF's
+    /// content negotiation (406) and error bodies, `[]` for the keys of an unknown PIN, no
+    /// trailing-slash routes. Implies --open.
     #[arg(long)]
     pub emulate_legacy: bool,
     /// PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key).
@@ -43,8 +44,8 @@ pub struct Config {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Misses (requests for unknown PINs) a client may make in a burst before it gets 429;
-    /// 0 disables the limit.
+    /// Misses (requests for unknown PINs) a client may make in a burst before its misses get
+    /// 429 (requests for PINs that exist are always served); 0 disables the limit.
     // Honest clients never miss; a typo'd PIN in a 300-node cluster behind one NAT costs 300
     // misses per retry round, which this absorbs, while guessing 62-bit PINs at 5 per second
     // is hopeless.
@@ -62,8 +63,9 @@ pub struct Config {
     /// PIN creations per second refilled to each client's allowance (0.1: one every 10 s).
     #[arg(long, value_name = "N", default_value_t = 0.1)]
     pub create_per_sec: f64,
-    /// Take the client address for the miss and creation limits from this header (e.g. X-Forwarded-For,
-    /// last entry). Only behind a proxy that sets it: clients can forge it otherwise.
+    /// Take the client address for the miss and creation limits from this header (e.g.
+    /// X-Forwarded-For, last entry) instead of the connection's peer. Only behind a proxy that
+    /// sets it: clients can forge it otherwise.
     #[arg(long, value_name = "HEADER")]
     pub client_ip_header: Option<HeaderName>,
     /// Largest request body accepted, in bytes (413 beyond).

@@ -1,7 +1,8 @@
-//! Reading requests: content negotiation, key/value bodies (JSON, or form-encoded as Django
+//! Reading requests: key/value bodies (JSON, or form-encoded as Django
 //! REST Framework accepted them), path segments, the `wait` parameter and the client address.
 //! Everything malformed becomes an [`ApiError`] with a message that says what to send instead.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -14,32 +15,12 @@ use axum::{
     http::{header, request::Parts, HeaderMap, HeaderName},
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{value::RawValue, Value};
 
-use super::error::ApiError;
-use crate::protocol::{hex_digit, MAX_WAIT_SECS};
+use super::error::{ApiError, FieldError};
+use crate::protocol::{self, hex_digit, ItemError, MAX_WAIT_SECS};
 
-/// Whether the client explicitly asked for JSON. The legacy service rendered a single key as
-/// text for no `Accept`, `*/*` and `text/plain`; only `application/json` (with q > 0) switches.
-pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|range| {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or_default().trim();
-            media.eq_ignore_ascii_case("application/json")
-                && !parts.any(|param| {
-                    let (name, value) = param.split_once('=').unwrap_or((param, ""));
-                    name.trim().eq_ignore_ascii_case("q")
-                        && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-                })
-        })
-}
-
-/// The fields of a key/value body; absent ones are `None`.
+/// The fields of a key/value body, trimmed and checked; absent ones are `None`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ItemInput {
     pub key: Option<String>,
@@ -48,61 +29,107 @@ pub(crate) struct ItemInput {
 
 const BODY_EXAMPLE: &str = r#"{"key": "master_ip", "value": "10.0.0.1"}"#;
 
+/// A field as the body gave it, before it is checked.
+type RawField = Option<Result<String, FieldError>>;
+
 /// Parses a key/value body: JSON (also without a `Content-Type`, as `curl -d` sends it) or
 /// `application/x-www-form-urlencoded`. A form content type with a JSON body counts as JSON:
 /// `curl -d '{...}'` without `-H` sends exactly that.
-pub(crate) fn parse_item(headers: &HeaderMap, body: &[u8]) -> Result<ItemInput, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(format!(
-            "the body is empty; expected {BODY_EXAMPLE}"
-        )));
-    }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let looks_like_json = body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{' || b == b'[');
-    match essence.as_str() {
-        "application/x-www-form-urlencoded" if !looks_like_json => parse_form(body),
-        "multipart/form-data" => Err(ApiError::UnsupportedMediaType(format!(
-            "multipart bodies are not supported; send JSON like {BODY_EXAMPLE}"
-        ))),
-        _ => parse_json(body),
+///
+/// Fields are read as DRF's `CharField` read them (PROTOCOL.md part 4): text is trimmed of
+/// surrounding whitespace, a JSON number is taken as its text (`5` -> `"5"`), booleans,
+/// objects, arrays and null are refused. `required` names the fields that must be there.
+/// Every field's problem is reported, not only the first one's.
+pub(crate) fn parse_item(
+    headers: &HeaderMap,
+    body: &[u8],
+    required: &[&'static str],
+) -> Result<ItemInput, ApiError> {
+    let (key, value) = if body.iter().all(u8::is_ascii_whitespace) {
+        (None, None)
+    } else {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let looks_like_json = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{' || b == b'[');
+        match essence.as_str() {
+            "application/x-www-form-urlencoded" if !looks_like_json => parse_form(body)?,
+            "multipart/form-data" => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "multipart bodies are not supported; send JSON like {BODY_EXAMPLE}"
+                )))
+            }
+            _ => parse_json(body)?,
+        }
+    };
+    let mut problems = Vec::new();
+    let mut check =
+        |name: &'static str, field: RawField, validate: fn(&str) -> Result<(), ItemError>| {
+            let checked = match field {
+                None if required.contains(&name) => Err(FieldError::Required),
+                None => return None,
+                Some(Ok(text)) => validate(&text).map(|()| text).map_err(FieldError::Invalid),
+                Some(Err(problem)) => Err(problem),
+            };
+            checked
+                .map_err(|problem| problems.push((name, problem)))
+                .ok()
+        };
+    let input = ItemInput {
+        key: check("key", key, protocol::validate_key_name),
+        value: check("value", value, protocol::validate_value),
+    };
+    if problems.is_empty() {
+        Ok(input)
+    } else {
+        Err(ApiError::InvalidFields(problems))
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<ItemInput, ApiError> {
+/// Python's `str.strip()` without arguments, which DRF's `trim_whitespace` calls: Unicode
+/// whitespace plus the ASCII separators U+001C to U+001F.
+fn trim(text: &str) -> String {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+        .to_string()
+}
+
+fn parse_json(body: &[u8]) -> Result<(RawField, RawField), ApiError> {
     if std::str::from_utf8(body).is_err() {
         return Err(ApiError::BadRequest("the body is not valid UTF-8".into()));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|err| ApiError::BadRequest(format!("the body is not valid JSON: {err}")))?;
-    let Value::Object(mut fields) = value else {
+    if !value.is_object() {
         return Err(ApiError::BadRequest(format!(
             "the body must be a JSON object like {BODY_EXAMPLE}"
         )));
+    }
+    // Again as raw text, for numbers: `1.50` stays "1.50" instead of going through a float.
+    // Of a repeated field the last one counts, as in Python's json module.
+    let mut fields: HashMap<String, &RawValue> = serde_json::from_slice(body)
+        .map_err(|err| ApiError::BadRequest(format!("the body is not valid JSON: {err}")))?;
+    let mut field = |name: &str| -> RawField {
+        let raw = fields.remove(name)?;
+        Some(match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::String(text)) => Ok(trim(&text)),
+            Ok(Value::Number(_)) => Ok(raw.get().to_string()),
+            Ok(Value::Null) => Err(FieldError::Null),
+            Ok(other) => Err(FieldError::NotText(json_type(&other))),
+            // It parsed a moment ago as part of the whole body.
+            Err(_) => Err(FieldError::NotText("unreadable")),
+        })
     };
-    let mut field = |name: &str| match fields.remove(name) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "field \"{name}\" must be a string, not {}",
-            json_type(&other)
-        ))),
-    };
-    Ok(ItemInput {
-        key: field("key")?,
-        value: field("value")?,
-    })
+    Ok((field("key"), field("value")))
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -116,23 +143,23 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn parse_form(body: &[u8]) -> Result<ItemInput, ApiError> {
-    let mut input = ItemInput::default();
+fn parse_form(body: &[u8]) -> Result<(RawField, RawField), ApiError> {
+    let (mut key, mut value): (RawField, RawField) = (None, None);
     for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+        let (name, text) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
         let slot = match form_decode(name)?.as_str() {
-            "key" => &mut input.key,
-            "value" => &mut input.value,
+            "key" => &mut key,
+            "value" => &mut value,
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(form_decode(value)?);
+            *slot = Some(Ok(trim(&form_decode(text)?)));
         }
     }
-    Ok(input)
+    Ok((key, value))
 }
 
 /// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a `%` not
@@ -257,12 +284,6 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn accept(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
-        headers
-    }
-
     fn typed(content_type: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -272,37 +293,31 @@ mod tests {
         headers
     }
 
-    #[test]
-    fn negotiation_defaults_to_text() {
-        assert!(!wants_json(&HeaderMap::new()));
-        assert!(!wants_json(&accept("*/*")));
-        assert!(!wants_json(&accept("text/plain")));
-        assert!(!wants_json(&accept("application/*")));
-        assert!(wants_json(&accept("application/json")));
-        assert!(wants_json(&accept("Application/JSON; charset=utf-8")));
-        assert!(wants_json(&accept("text/html, application/json;q=0.9")));
-        assert!(!wants_json(&accept("application/json;q=0")));
+    const BOTH: &[&str] = &["key", "value"];
+
+    fn item(key: &str, value: &str) -> ItemInput {
+        ItemInput {
+            key: Some(key.into()),
+            value: Some(value.into()),
+        }
     }
 
     #[test]
     fn json_bodies() {
         let body = br#"{"key": "master_ip", "value": "10.0.0.1", "extra": 1}"#;
-        let expected = ItemInput {
-            key: Some("master_ip".into()),
-            value: Some("10.0.0.1".into()),
-        };
+        let expected = item("master_ip", "10.0.0.1");
         assert_eq!(
-            parse_item(&typed("application/json"), body).unwrap(),
+            parse_item(&typed("application/json"), body, BOTH).unwrap(),
             expected
         );
-        assert_eq!(parse_item(&HeaderMap::new(), body).unwrap(), expected);
+        assert_eq!(parse_item(&HeaderMap::new(), body, BOTH).unwrap(), expected);
         // curl -d without -H: a form content type around a JSON body.
         assert_eq!(
-            parse_item(&typed("application/x-www-form-urlencoded"), body).unwrap(),
+            parse_item(&typed("application/x-www-form-urlencoded"), body, BOTH).unwrap(),
             expected
         );
         assert_eq!(
-            parse_item(&HeaderMap::new(), br#"{"value": "x"}"#).unwrap(),
+            parse_item(&HeaderMap::new(), br#"{"value": "x"}"#, &["value"]).unwrap(),
             ItemInput {
                 key: None,
                 value: Some("x".into())
@@ -311,16 +326,82 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_read_as_drf_read_them() {
+        let parse = |body: &str| parse_item(&HeaderMap::new(), body.as_bytes(), BOTH);
+        assert_eq!(
+            parse(r#"{"key": " master_ip ", "value": " 10.0.0.6 "}"#).unwrap(),
+            item("master_ip", "10.0.0.6")
+        );
+        assert_eq!(
+            parse(r#"{"key": "k", "value": "10.0.0.5\n"}"#).unwrap(),
+            item("k", "10.0.0.5")
+        );
+        assert_eq!(
+            parse(r#"{"key": "k", "value": "\u001f\u00a0x y\u3000"}"#).unwrap(),
+            item("k", "x y")
+        );
+        assert_eq!(
+            parse(r#"{"key": 5, "value": 1.5}"#).unwrap(),
+            item("5", "1.5")
+        );
+        assert_eq!(
+            parse(r#"{"key": "k", "value": 1.50e2}"#).unwrap(),
+            item("k", "1.50e2")
+        );
+        assert_eq!(
+            parse(r#"{"key": "k", "value": "a", "value": "b"}"#).unwrap(),
+            item("k", "b")
+        );
+    }
+
+    fn problems(body: &[u8]) -> Vec<(&'static str, FieldError)> {
+        match parse_item(&HeaderMap::new(), body, BOTH) {
+            Err(ApiError::InvalidFields(problems)) => problems,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        assert_eq!(
+            problems(b""),
+            [
+                ("key", FieldError::Required),
+                ("value", FieldError::Required)
+            ]
+        );
+        assert_eq!(
+            problems(br#"{"key": "k", "value": "   "}"#),
+            [("value", FieldError::Invalid(ItemError::EmptyValue))]
+        );
+        assert_eq!(
+            problems(br#"{"key": true, "value": null}"#),
+            [
+                ("key", FieldError::NotText("a boolean")),
+                ("value", FieldError::Null)
+            ]
+        );
+        assert_eq!(
+            problems(br#"{"key": {}, "value": [1]}"#),
+            [
+                ("key", FieldError::NotText("an object")),
+                ("value", FieldError::NotText("an array"))
+            ]
+        );
+        assert_eq!(
+            problems(br#"{"key": "a b", "value": "v"}"#),
+            [("key", FieldError::Invalid(ItemError::KeyCharacters))]
+        );
+    }
+
+    #[test]
     fn bad_json_bodies_say_why() {
-        let message = |body: &[u8]| match parse_item(&HeaderMap::new(), body) {
+        let message = |body: &[u8]| match parse_item(&HeaderMap::new(), body, BOTH) {
             Err(ApiError::BadRequest(m)) => m,
             other => panic!("{other:?}"),
         };
-        assert!(message(b"").contains("empty"));
         assert!(message(b"{").contains("not valid JSON"));
         assert!(message(b"[1]").contains("JSON object"));
-        assert!(message(br#"{"key": 1}"#).contains("must be a string, not a number"));
-        assert!(message(br#"{"key": "k", "value": null}"#).contains("not null"));
         assert!(message(b"{\"key\": \"\xff\"}").contains("UTF-8"));
     }
 
@@ -328,25 +409,23 @@ mod tests {
     fn form_bodies() {
         let headers = typed("application/x-www-form-urlencoded; charset=utf-8");
         assert_eq!(
-            parse_item(&headers, b"key=master_ip&value=10.0.0.1").unwrap(),
-            ItemInput {
-                key: Some("master_ip".into()),
-                value: Some("10.0.0.1".into())
-            }
+            parse_item(&headers, b"key=master_ip&value=10.0.0.1", BOTH).unwrap(),
+            item("master_ip", "10.0.0.1")
         );
         assert_eq!(
-            parse_item(&headers, b"value=a+b%20c%2&key=k&value=ignored")
-                .unwrap()
-                .value
-                .as_deref(),
-            Some("a b c%2")
+            parse_item(&headers, b"key=+k+&value=a+b%20c%2&value=ignored", BOTH).unwrap(),
+            item("k", "a b c%2")
         );
         assert!(matches!(
-            parse_item(&headers, b"key=k&value=%ff"),
+            parse_item(&headers, b"key=k&value=+%0A", BOTH),
+            Err(ApiError::InvalidFields(_))
+        ));
+        assert!(matches!(
+            parse_item(&headers, b"key=k&value=%ff", BOTH),
             Err(ApiError::BadRequest(_))
         ));
         assert!(matches!(
-            parse_item(&typed("multipart/form-data; boundary=x"), b"--x"),
+            parse_item(&typed("multipart/form-data; boundary=x"), b"--x", BOTH),
             Err(ApiError::UnsupportedMediaType(_))
         ));
     }

@@ -1,21 +1,24 @@
 //! Per-request middleware: [`observe`] wraps every route (time limit, service header, metrics,
 //! a log line without the path), [`limit_misses`] the routes that take a PIN,
-//! [`limit_creations`] the creation of PINs.
+//! [`limit_creations`] the creation of PINs, and [`emulate_legacy`] every route under
+//! `--emulate-legacy`.
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
+    body::Body,
     extract::{MatchedPath, Request, State},
-    http::Method,
+    http::{header, HeaderValue, Method},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 
 use super::{
-    error::{ApiError, PinMiss},
+    error::{ApiError, LegacyBody, PinMiss},
     extract::{client_ip, parse_wait},
     metrics::UNMATCHED,
-    paths::{ROUTES, ROUTE_KEY},
+    negotiate::{accepts_json, negotiate},
+    paths::{ROUTES, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_METRICS},
     state::AppState,
 };
 use crate::protocol::SERVICE_HEADER;
@@ -60,8 +63,10 @@ pub(crate) async fn observe(
     response
 }
 
-/// Refuses clients that missed too often with 429 before looking anything up, and counts
-/// answers about unknown PINs against the client.
+/// Counts answers about unknown PINs against the client, and turns them into 429 once it has
+/// missed too often. Only misses are refused: a request for a PIN that exists is answered
+/// whatever its address missed before, because many clusters and users share one NAT
+/// address, and a guesser, who only ever misses, is held back all the same.
 pub(crate) async fn limit_misses(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -72,13 +77,62 @@ pub(crate) async fn limit_misses(
         request.extensions(),
         state.config.client_ip_header.as_ref(),
     );
-    if let Err(retry_after) = state.limiter.check(client, Instant::now()) {
-        state.metrics.rate_limited();
-        return ApiError::TooManyRequests(retry_after.as_secs()).into_response();
-    }
     let response = next.run(request).await;
-    if response.extensions().get::<PinMiss>().is_some() {
-        state.limiter.record_miss(client, Instant::now());
+    if response.extensions().get::<PinMiss>().is_none() {
+        return response;
+    }
+    let now = Instant::now();
+    let allowed = state.limiter.check(client, now);
+    state.limiter.record_miss(client, now);
+    match allowed {
+        Ok(()) => response,
+        Err(retry_after) => {
+            state.metrics.rate_limited();
+            ApiError::TooManyRequests(retry_after.as_secs()).into_response()
+        }
+    }
+}
+
+/// `--emulate-legacy`: refuses what the legacy service's content negotiation refused (406,
+/// or 404 for an unknown `?format=`) before the handler runs, and answers errors with the
+/// legacy service's bodies.
+pub(crate) async fn emulate_legacy(request: Request, next: Next) -> Response {
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let refused = match route {
+        // Not legacy routes; an unknown one is a 404 before any negotiation, as in Django.
+        ROUTE_HEALTHZ | ROUTE_METRICS | UNMATCHED => None,
+        // Its renderer printed an empty body for anything but an item.
+        ROUTE_KEY => negotiate(request.headers(), request.uri().query(), true)
+            .err()
+            .map(|err| err.render(true)),
+        _ => accepts_json(request.headers(), request.uri().query())
+            .err()
+            .map(IntoResponse::into_response),
+    };
+    let mut response = match refused {
+        Some(response) => response,
+        None => next.run(request).await,
+    };
+    match response.extensions_mut().remove::<LegacyBody>() {
+        Some(LegacyBody(Some(json))) => {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.remove(header::CONTENT_LENGTH);
+            *response.body_mut() = Body::from(json.to_string());
+        }
+        Some(LegacyBody(None)) => {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            headers.remove(header::CONTENT_LENGTH);
+            *response.body_mut() = Body::empty();
+        }
+        None => {}
     }
     response
 }

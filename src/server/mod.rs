@@ -5,12 +5,13 @@
 //!
 //! # Layout
 //!
-//! The arrows point one way: `routes` -> `layers` -> `extract`; handlers -> `state` ->
-//! `store`, `waiters`, `config`; `waiters` -> `store`; `store` imports nothing else of the
-//! server.
+//! The arrows point one way: `routes` -> `layers` -> `extract`, `negotiate`; handlers ->
+//! `state` -> `store`, `waiters`, `config`; `waiters` -> `store`; `store` imports nothing else
+//! of the server.
 //!
 //! - `routes`: [`app`], the router, and its handlers; `paths`: the route templates.
-//! - `extract`: reading requests: `Accept` negotiation, JSON and form bodies, `?wait=`,
+//! - `negotiate`: `Accept` and `?format=` of the single-key route, ours and DRF's.
+//! - `extract`: reading requests: JSON and form bodies (trimmed as DRF did), `?wait=`,
 //!   path segments, the client address.
 //! - `state`: [`AppState`]: what a request means on top of the store: expiry at read time
 //!   (from the [`Clock`]), admin tokens, the long-poll loop, the sweep.
@@ -26,7 +27,7 @@
 //! - `auth`: PIN and admin-token generation, token digests, constant-time check.
 //! - `ratelimit`: the per-client limits on misses for unknown PINs and on PIN creations.
 //! - `layers`: per-request middleware: time limit, service header, metrics, miss and
-//!   creation limits.
+//!   creation limits, the legacy emulation (406, DRF error bodies).
 //! - `web`: the operator's page at `/` and its assets, embedded in the binary.
 //! - `metrics`: counters and gauges in the Prometheus text format.
 //! - `error`: [`ApiError`], one status and one JSON body per failure.
@@ -76,6 +77,7 @@ mod extract;
 mod layers;
 mod listener;
 mod metrics;
+mod negotiate;
 mod paths;
 mod ratelimit;
 mod routes;

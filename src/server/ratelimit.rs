@@ -2,9 +2,10 @@
 //!
 //! Nobody with a real PIN misses, so honest clusters never feel this; a client that guesses
 //! PINs does. Each client address has a token bucket of `burst` misses, refilled at
-//! `per_sec`. While a bucket is empty, every PIN lookup from that address answers 429 without
-//! looking (answering hits normally would let a guesser carry on at full speed, throttled only
-//! on its misses). IPv6 clients are counted per /64, the block one host usually holds.
+//! `per_sec`. While a bucket is empty, the misses of that address answer 429; its lookups of
+//! PINs that exist are served, because one address may be a NAT shared by many clusters, and
+//! a guesser only ever misses. IPv6 clients are counted per /64, the block one host usually
+//! holds.
 //!
 //! The same buckets bound PIN creations ([`CreationLimiter`]): each creation takes a token,
 //! and a client with none left gets 429 before anything is stored. Only creations count:

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, DefaultBodyLimit, RawQuery, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, HeaderMap, Method, StatusCode},
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post, MethodRouter},
@@ -15,9 +15,10 @@ use axum::{
 
 use super::{
     auth,
-    error::ApiError,
-    extract::{parse_item, parse_wait, read_body, wants_json, ApiPath},
+    error::{ApiError, PinMiss},
+    extract::{parse_item, parse_wait, read_body, ApiPath},
     layers,
+    negotiate::{negotiate, Rendering},
     paths::{ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_METRICS},
     state::{AppState, KeyState},
     web,
@@ -33,6 +34,8 @@ type AppRouter = Router<Arc<AppState>>;
 
 /// The whole service as a router, for a server or for `tower::ServiceExt::oneshot` in tests.
 pub fn app(state: Arc<AppState>) -> Router {
+    let legacy = state.config.emulate_legacy;
+    let both = |router, path, methods| both(router, path, methods, !legacy);
     // The PIN routes count misses per client and refuse clients that have too many.
     let pin_routes = AppRouter::new();
     let pin_routes = both(
@@ -58,26 +61,39 @@ pub fn app(state: Arc<AppState>) -> Router {
         Arc::clone(&state),
         layers::limit_creations,
     ));
-    let router = both(AppRouter::new(), ROUTE_CLUSTERS, create)
+    let mut router = both(AppRouter::new(), ROUTE_CLUSTERS, create)
         .route(ROUTE_HEALTHZ, get(healthz))
         .route(ROUTE_METRICS, get(metrics))
         .merge(pin_routes)
         .merge(web::router())
         .fallback(|| async { ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.config.max_body))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            layers::observe,
-        ));
+        .method_not_allowed_fallback(|method: Method| async { ApiError::MethodNotAllowed(method) })
+        .layer(DefaultBodyLimit::max(state.config.max_body));
+    if legacy {
+        router = router.layer(middleware::from_fn(layers::emulate_legacy));
+    }
+    let router = router.layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        layers::observe,
+    ));
     router.with_state(state)
 }
 
-/// Django clients often add a trailing slash; both spellings reach the same handler.
-fn both(router: AppRouter, path: &str, methods: MethodRouter<Arc<AppState>>) -> AppRouter {
-    router
-        .route(path, methods.clone())
-        .route(&format!("{path}/"), methods)
+/// Clients often add a trailing slash; both spellings reach the same handler unless
+/// `slash` is false (the legacy service's routes had none: it answered 404 to one).
+fn both(
+    router: AppRouter,
+    path: &str,
+    methods: MethodRouter<Arc<AppState>>,
+    slash: bool,
+) -> AppRouter {
+    if slash {
+        router
+            .route(path, methods.clone())
+            .route(&format!("{path}/"), methods)
+    } else {
+        router.route(path, methods)
+    }
 }
 
 async fn create_cluster(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
@@ -126,11 +142,21 @@ async fn delete_cluster(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The legacy service listed its key table filtered by PIN: an unknown or deleted PIN was an
+/// empty list, not a 404. Emulated, that answer still counts as a miss.
 async fn list_keys(
     State(state): State<Arc<AppState>>,
     ApiPath(pin): ApiPath<String>,
-) -> Result<Json<Vec<KeyItem>>, ApiError> {
-    state.list_keys(&pin).await.map(Json)
+) -> Result<Response, ApiError> {
+    match state.list_keys(&pin).await {
+        Ok(items) => Ok(Json(items).into_response()),
+        Err(ApiError::UnknownPin | ApiError::Expired) if state.config.emulate_legacy => {
+            let mut response = Json(Vec::<KeyItem>::new()).into_response();
+            response.extensions_mut().insert(PinMiss);
+            Ok(response)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 async fn create_key(
@@ -140,15 +166,11 @@ async fn create_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = read_body(body, state.config.max_body)?;
-    let input = parse_item(&headers, &body)?;
-    let key = input
-        .key
-        .ok_or_else(|| ApiError::BadRequest("missing field \"key\"".into()))?;
-    let value = input
-        .value
-        .ok_or_else(|| ApiError::BadRequest("missing field \"value\"".into()))?;
-    protocol::validate_key_name(&key)?;
-    protocol::validate_value(&value)?;
+    let input = parse_item(&headers, &body, &["key", "value"])?;
+    // `parse_item` refuses a body without them.
+    let (Some(key), Some(value)) = (input.key, input.value) else {
+        return Err(ApiError::Internal);
+    };
     state.create_key(&pin, key.clone(), value.clone()).await?;
     Ok((StatusCode::CREATED, Json(KeyItem { key, value })).into_response())
 }
@@ -161,7 +183,10 @@ async fn get_key(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let json = wants_json(&headers);
+    let json = match negotiate(&headers, query.as_deref(), state.config.emulate_legacy) {
+        Ok(rendering) => rendering == Rendering::Json,
+        Err(err) => return err.render(true),
+    };
     // Not held while parked: thousands of long-polls would keep their headers for nothing.
     drop(headers);
     match read_key(&state, &pin, &key, query.as_deref()).await {
@@ -193,19 +218,21 @@ async fn read_key(
 async fn put_key(
     State(state): State<Arc<AppState>>,
     ApiPath((pin, key)): ApiPath<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    update(state, pin, key, headers, body, false).await
+    update(state, pin, key, query, headers, body, false).await
 }
 
 async fn patch_key(
     State(state): State<Arc<AppState>>,
     ApiPath((pin, key)): ApiPath<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    update(state, pin, key, headers, body, true).await
+    update(state, pin, key, query, headers, body, true).await
 }
 
 /// PUT and PATCH: the value in the body replaces the stored one. The body may repeat the key
@@ -215,32 +242,30 @@ async fn update(
     state: Arc<AppState>,
     pin: String,
     key: String,
+    query: Option<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     partial: bool,
 ) -> Response {
-    let json = wants_json(&headers);
+    let json = match negotiate(&headers, query.as_deref(), state.config.emulate_legacy) {
+        Ok(rendering) => rendering == Rendering::Json,
+        Err(err) => return err.render(true),
+    };
     let outcome = async {
         protocol::validate_key_name(&key)?;
         let body = read_body(body, state.config.max_body)?;
+        let required: &[&str] = if partial { &[] } else { &["value"] };
         let input = if partial && body.iter().all(u8::is_ascii_whitespace) {
             Default::default()
         } else {
-            parse_item(&headers, &body)?
+            parse_item(&headers, &body, required)?
         };
         if input.key.as_ref().is_some_and(|named| *named != key) {
             return Err(ApiError::BadRequest(
                 "the key in the body differs from the key in the path".into(),
             ));
         }
-        let value = match input.value {
-            Some(value) => {
-                protocol::validate_value(&value)?;
-                Some(value)
-            }
-            None if partial => None,
-            None => return Err(ApiError::BadRequest("missing field \"value\"".into())),
-        };
+        let value = input.value;
         let token = auth::bearer(&headers).map(str::to_string);
         state.update_key(&pin, key.clone(), value, token).await
     }

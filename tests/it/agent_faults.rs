@@ -33,6 +33,14 @@ fn healthy(request: &Request, master_ip: &str) -> Reply {
         request.target.split('?').next().unwrap(),
     ) {
         ("GET", path) if path == cluster => Reply::json(200, CLUSTER),
+        // This server sends no service header: it is legacy, and a legacy master confirms
+        // its create through the list.
+        ("GET", path) if path == format!("{cluster}/keys") => Reply::json(
+            200,
+            &format!(
+                r#"[{{"key": "master_ip", "value": "{master_ip}"}}, {{"key": "master_ready", "value": "yes"}}]"#
+            ),
+        ),
         ("GET", path) if path.ends_with("/keys/master_ready") => key("master_ready", "yes"),
         ("GET", path) if path.ends_with("/keys/master_ip") => key("master_ip", master_ip),
         _ => Reply::json(404, r#"{"detail": "Not found."}"#),
@@ -183,7 +191,7 @@ async fn a_master_ip_held_by_another_master_fails_at_once() {
         "{err:?}"
     );
     assert_eq!(err.exit_code(), code::NOPERM);
-    // check PIN, POST, GET: nothing retried
+    // check PIN, POST, GET of the list: nothing retried
     assert_eq!(server.requests().len(), 3);
     assert_failed(&node, "another master");
 }

@@ -1,11 +1,12 @@
 //! A legacy shell agent (curl, the same headers, the same `sed`/`awk` parsing of
 //! `master_ip: <ip>`) against our service, unchanged: PROTOCOL.md part 1.
 
-use crate::support::server as server_support;
-
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use clusterctx::server::{self, Config};
+use clusterctx::{
+    protocol::ClusterInfo,
+    server::{self, Config},
+};
 
 fn curl_available() {
     match Command::new("curl").arg("--version").output() {
@@ -37,10 +38,15 @@ fn sh(url: &str, pin: &str, command: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A new PIN, also from `--emulate-legacy` (which gives no admin token).
 async fn new_pin(url: &str) -> String {
-    server_support::create_cluster(&reqwest::Client::new(), url)
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/clusters"))
+        .send()
         .await
-        .0
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<ClusterInfo>().await.unwrap().pin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,9 +120,46 @@ async fn legacy_curl_calls_work_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_master_and_worker_scripts_pair_up() {
+    let master = format!(
+        "bash {} master \"$URL\" \"$PIN\" 10.1.2.3",
+        script().display()
+    );
+    pair_up(Config::default(), &master).await;
+}
+
+/// The legacy service trimmed values, and legacy workers rely on it: a stray space would end
+/// up in their files (or make their `sed` and `awk` parsings disagree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_value_with_surrounding_whitespace_reaches_legacy_workers_trimmed() {
+    for emulate_legacy in [false, true] {
+        let config = Config {
+            emulate_legacy,
+            ..Config::default()
+        };
+        // The legacy master's exact calls, with the address as a sloppy `ifconfig` parsing
+        // leaves it (the script's word splitting would drop the spaces).
+        let master = format!(
+            "{} && {}",
+            legacy_post(r#"{"key": "master_ip", "value": " 10.1.2.3 \n"}"#),
+            legacy_post(r#"{"key": "master_ready", "value": "yes"}"#)
+        );
+        pair_up(config, &master).await;
+    }
+}
+
+/// The legacy master's POST of `body` as a shell command, failing unless the answer is 201.
+fn legacy_post(body: &str) -> String {
+    format!(
+        r#"test "$(curl -s -o /dev/null -w '%{{http_code}}' -X POST -H 'Content-Type: application/json' -d '{body}' $URL/api/v1/clusters/$PIN/keys)" = 201"#
+    )
+}
+
+/// A legacy worker that started first, and `master` (a shell command with `$URL` and `$PIN`
+/// set) publishing 10.1.2.3 for it: the worker's file must get exactly that address.
+async fn pair_up(config: Config, master: &str) {
     curl_available();
     let dir = tempfile::tempdir().unwrap();
-    let server = server::spawn(Config::default()).await.unwrap();
+    let server = server::spawn(config).await.unwrap();
     let url = server.url();
     let pin = new_pin(&url).await;
     let context = dir.path().join("user-data");
@@ -136,8 +179,9 @@ async fn legacy_master_and_worker_scripts_pair_up() {
     let worker = tokio::spawn(worker);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let master = tokio::process::Command::new("bash")
-        .arg(script())
-        .args(["master", &url, &pin, "10.1.2.3"])
+        .args(["-c", master])
+        .env("URL", &url)
+        .env("PIN", &pin)
         .output()
         .await
         .unwrap();

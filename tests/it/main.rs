@@ -11,6 +11,10 @@
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
 //!   Chromium creating a PIN and watching the cluster form.
+//! - `agent_legacy`: `auto` against a legacy-like service whose create races
+//!   (`support::legacy`).
+//! - `legacy_fidelity`: what a legacy client sees, row by row, in both modes; the miss limit
+//!   behind a NAT.
 //! - `legacy_shell_compat`: the legacy shell agent (`legacy_shell_agent.sh`) against our
 //!   service.
 //!
@@ -23,11 +27,15 @@ mod agent_cli;
 mod agent_cluster;
 mod agent_faults;
 #[cfg(feature = "server")]
+mod agent_legacy;
+#[cfg(feature = "server")]
 mod agent_sealed;
 mod context_atomic;
 mod context_examples;
 mod context_proptest;
 mod context_swap;
+#[cfg(feature = "server")]
+mod legacy_fidelity;
 #[cfg(feature = "server")]
 mod legacy_shell_compat;
 #[cfg(feature = "server")]

@@ -6,6 +6,8 @@ pub mod context_oracle;
 pub mod disk;
 pub mod faulty;
 #[cfg(feature = "server")]
+pub mod legacy;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod tls;
