@@ -8,7 +8,7 @@ use crate::support;
 
 use std::{
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -28,7 +28,7 @@ use clusterctx::{
 };
 use support::{
     fast,
-    server::{get_text, post_key},
+    server::{contains, database_bytes, get_text, post_key},
     Logs, Node, MASTER_CONTEXT, WORKER_CONTEXT,
 };
 
@@ -87,23 +87,6 @@ fn role_of(finished: &Finished) -> Role {
     match finished {
         Finished::Contextualized { role } | Finished::AlreadyDone { role } => *role,
     }
-}
-
-/// Every byte of the SQLite store: the main file, its write-ahead log and journal if there.
-fn database_bytes(db: &Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for suffix in ["", "-wal", "-journal"] {
-        if let Ok(bytes) = std::fs::read(format!("{}{suffix}", db.display())) {
-            all.extend(bytes);
-        }
-    }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle.as_bytes())
 }
 
 /// The keys of `pin` as the service answers anyone who asks: text and JSON renderings.

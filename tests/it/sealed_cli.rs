@@ -14,7 +14,7 @@ use clusterctx::{
     secret::{ClusterSecret, Pin},
 };
 
-use crate::support::server::ServeProcess;
+use crate::support::server::{contains, database_bytes, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterctx");
 
@@ -39,24 +39,6 @@ fn secret_file(dir: &Path, name: &str, secret: &str, mode: u32) -> PathBuf {
     std::fs::write(&path, format!("{secret}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     path
-}
-
-/// Every byte of the SQLite store: the main file and, if there, its write-ahead log.
-fn database_bytes(db: &Path) -> Vec<u8> {
-    let mut all = Vec::new();
-    for suffix in ["", "-wal", "-journal"] {
-        let path = PathBuf::from(format!("{}{suffix}", db.display()));
-        if let Ok(bytes) = std::fs::read(&path) {
-            all.extend(bytes);
-        }
-    }
-    all
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle.as_bytes())
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 use std::{
     fs,
-    io::Write,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
@@ -48,7 +47,9 @@ impl SmallDisk {
 
     /// Writes `name` until the disk is full (ENOSPC), down to the last page, and returns its
     /// path.
+    #[cfg(feature = "server")]
     pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
         let path = self.mount_point.join(name);
         let mut file = fs::File::create(&path).unwrap();
         for chunk in [64 * 1024, 4096, 512] {

@@ -2,7 +2,6 @@
 //! fault server. Every module of the integration test binary reaches it as `crate::support`.
 
 pub mod context_oracle;
-#[cfg(feature = "server")]
 pub mod disk;
 pub mod faulty;
 #[cfg(feature = "server")]

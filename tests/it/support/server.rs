@@ -177,3 +177,22 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Every byte of the SQLite store at `db`: the main file, its write-ahead log and journal if
+/// there, to look for what the service must never keep in clear.
+pub fn database_bytes(db: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-journal"] {
+        if let Ok(bytes) = std::fs::read(format!("{}{suffix}", db.display())) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
