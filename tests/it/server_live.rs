@@ -174,11 +174,13 @@ async fn long_poll_on_unknown_or_expiring_pins_does_not_wait() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    // "At once" against a 30 s wait: the margin is for a loaded machine, not a benchmark.
+    assert!(started.elapsed() < Duration::from_secs(10));
 
-    // The PIN expires during the wait: 410 at the moment of expiry, not after 30 s.
+    // The PIN expires during the wait: 410 at the moment of expiry, not after 30 s. Timed from
+    // before the create: the PIN lives 1.5 s from a moment after that.
+    let before_create = Instant::now();
     let (pin, _) = create_cluster(&client(), &url).await;
-    let started = Instant::now();
     let expiring = client()
         .get(format!(
             "{url}/api/v1/clusters/{pin}/keys/master_ip?wait=30"
@@ -187,10 +189,10 @@ async fn long_poll_on_unknown_or_expiring_pins_does_not_wait() {
         .await
         .unwrap();
     assert_eq!(expiring.status(), 410);
-    let elapsed = started.elapsed();
+    let elapsed = before_create.elapsed();
     assert!(
-        elapsed > Duration::from_millis(1000) && elapsed < Duration::from_secs(4),
-        "answered after {elapsed:?}"
+        elapsed >= Duration::from_millis(1400) && elapsed < Duration::from_secs(10),
+        "answered {elapsed:?} after the create began"
     );
 
     // Already expired: at once.
@@ -203,7 +205,7 @@ async fn long_poll_on_unknown_or_expiring_pins_does_not_wait() {
         .await
         .unwrap();
     assert_eq!(expired.status(), 410);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_secs(10));
     server.shutdown().await;
 }
 
