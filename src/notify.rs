@@ -38,6 +38,10 @@ pub struct StatusLayer;
 
 impl<S: Subscriber> Layer<S> for StatusLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        // Our own lines only: a dependency's `status` field (an HTTP status, say) is not ours.
+        if !event.metadata().target().starts_with("clusterctx") {
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         if let Some(text) = fields.line() {

@@ -10,7 +10,12 @@
 //! "Sealed values"), so it shows nothing of itself, and its only outward trace is a keyed
 //! [`ClusterSecret::fingerprint`].
 
-use std::{fmt, io::Read, os::unix::fs::PermissionsExt, path::Path};
+use std::{
+    fmt,
+    io::Read,
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
 
 use base64::Engine;
 use ring::rand::SecureRandom;
@@ -123,6 +128,12 @@ pub enum SecretFileError {
     /// others can write is no longer ours.
     #[error("{path} is accessible by group or others (mode {mode:03o}): a cluster secret file must be private to its owner (chmod 600 {path})")]
     Permissions { path: String, mode: u32 },
+    /// A FIFO would block the boot until the unit's timeout; a device is no secret file.
+    #[error("{path} is not a regular file: a cluster secret file must be one")]
+    NotRegular { path: String },
+    /// Someone else's file could be switched to another secret behind our back.
+    #[error("{path} belongs to user {owner}: a cluster secret file must belong to the user reading it, or to root")]
+    Owner { path: String, owner: u32 },
     #[error("{path} holds no valid cluster secret")]
     Invalid {
         path: String,
@@ -172,8 +183,21 @@ impl ClusterSecret {
             path: shown.clone(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(read_error)?;
-        let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o777;
+        // Non-blocking: opening a FIFO must not wait for a writer (it is refused just below).
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_error)?;
+        let meta = file.metadata().map_err(read_error)?;
+        if !meta.file_type().is_file() {
+            return Err(SecretFileError::NotRegular { path: shown });
+        }
+        let owner = meta.uid();
+        if owner != 0 && owner != nix::unistd::geteuid().as_raw() {
+            return Err(SecretFileError::Owner { path: shown, owner });
+        }
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretFileError::Permissions { path: shown, mode });
         }
@@ -345,6 +369,23 @@ mod tests {
         let missing = dir.path().join("missing");
         let err = ClusterSecret::from_file(&missing).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
+        // A FIFO is refused at once, without waiting for a writer.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            ClusterSecret::from_file(&fifo),
+            Err(SecretFileError::NotRegular { .. })
+        ));
+        // Someone else's file, private or not, could be switched to another secret behind
+        // our back (needs root to give a file away).
+        if nix::unistd::geteuid().is_root() {
+            let theirs = private_file(&dir, SECRET.as_bytes(), 0o600);
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            assert!(matches!(
+                ClusterSecret::from_file(&theirs),
+                Err(SecretFileError::Owner { owner: 65534, .. })
+            ));
+        }
     }
 
     #[test]

@@ -122,6 +122,12 @@ pub fn interface_address(name: &str) -> Result<IpAddr, AddressError> {
     }
 }
 
+/// Whether a published text (trimmed, as the legacy service trims) names the address `ip`:
+/// `10.0.0.5` and ` 10.0.0.5 ` do, and `::1` and `0:0::1` are the same address.
+pub fn same_address(text: &str, ip: IpAddr) -> bool {
+    text.trim().parse::<IpAddr>().is_ok_and(|held| held == ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,7 +327,7 @@ impl<'a> Run<'a> {
                 return Ok(Attempt::NotYet);
             };
             Ok(Attempt::Done(match sealing.open(key, &held) {
-                Ok(held) if same_address(&held, ip) => {
+                Ok(held) if address::same_address(&held, ip) => {
                     match created {
                         Created::Created => tracing::info!(key, "published {key}={ours}{sealed}"),
                         Created::AlreadyExists => {
@@ -402,10 +402,6 @@ impl<'a> Run<'a> {
         tracing::info!(key, "got {key}");
         Ok(value)
     }
-}
-
-fn same_address(text: &str, ip: IpAddr) -> bool {
-    text.trim().parse::<IpAddr>().is_ok_and(|held| held == ip)
 }
 
 fn yes_no(flag: bool) -> &'static str {

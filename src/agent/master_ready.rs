@@ -3,6 +3,7 @@
 //! go on.
 
 use super::{
+    address::same_address,
     config::RoleRequest,
     error::AgentError,
     plan::Plan,
@@ -109,7 +110,10 @@ pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentErro
                 let held = sealing
                     .open(KEY_MASTER_IP, &held)
                     .map_err(|source| taken_over(KEY_MASTER_IP, source))?;
-                if Some(held.as_str()) != ours {
+                let ours_too = ours
+                    .and_then(|ours| ours.parse().ok())
+                    .is_some_and(|ours| same_address(&held, ours));
+                if !ours_too {
                     return Err(taken(held, ours));
                 }
             }

@@ -37,8 +37,9 @@ impl RetryPolicy {
         self.interval.mul_f64(rand::rng().random_range(JITTER))
     }
 
-    /// The longest the whole schedule can take, not counting the last attempt's own request
-    /// time: the bound the agent promises the boot.
+    /// The longest the whole schedule can take, requests included (an attempt still running
+    /// when it ends is cut off): the bound the agent promises the boot. Tries times the
+    /// interval at the top of its jitter, so 50 x 30 s is about 25 minutes and at most 30.
     pub fn window(&self) -> Duration {
         self.interval.mul_f64(*JITTER.end()) * self.tries
     }

@@ -80,7 +80,12 @@ pub(crate) fn write_atomic_with(
             format!("cannot write {}: not a file name", path.display()),
         )
     })?;
-    let dir_path = parent_of(&target);
+    // The directory by its real path: a symlinked directory (a state directory that is a link
+    // elsewhere) is written where it leads, and `open_dir` refuses a link in the last
+    // component only to guard the held-directory path of context files.
+    let parent = parent_of(&target);
+    let dir_path =
+        fs::canonicalize(&parent).map_err(|e| with_context(e, "failed to resolve", &parent))?;
     let dir = open_dir(&dir_path).map_err(|e| with_context(e, "failed to open", &dir_path))?;
     let original = match stat::fstatat(&dir, file_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if is_regular(&st) => Some(Original::of(&st)),
@@ -267,6 +272,19 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
         assert_eq!(names(dir.path()), ["user-data"]);
+    }
+
+    #[test]
+    fn writes_through_a_symlinked_directory() {
+        // A state directory that is a link elsewhere (`/var/lib/clusterctx -> /srv/...`).
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link.join("state.json"), b"{}").unwrap();
+        assert_eq!(fs::read(real.join("state.json")).unwrap(), b"{}");
+        assert_eq!(names(&real), ["state.json"]);
     }
 
     #[test]

@@ -259,14 +259,15 @@ where
 }
 
 /// The client's address: from `trusted_header` when the service runs behind a proxy that sets
-/// it (the last entry of a list is the one our proxy added), else the peer of the connection.
+/// it, else the peer of the connection. The last entry counts, of the last line: a proxy
+/// appends its entry to a list, or adds a line of its own after any the client sent.
 pub(crate) fn client_ip(
     headers: &HeaderMap,
     extensions: &axum::http::Extensions,
     trusted_header: Option<&HeaderName>,
 ) -> IpAddr {
     let forwarded = trusted_header
-        .and_then(|name| headers.get(name))
+        .and_then(|name| headers.get_all(name).iter().next_back())
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.rsplit(',').next())
         .and_then(|last| last.trim().parse::<IpAddr>().ok());
@@ -476,6 +477,14 @@ mod tests {
         assert_eq!(
             client_ip(&headers, &extensions, None),
             "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        // A client's forged line first, the proxy's own line after it: the proxy's counts.
+        let mut two_lines = HeaderMap::new();
+        two_lines.append("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        two_lines.append("x-forwarded-for", HeaderValue::from_static("198.51.100.4"));
+        assert_eq!(
+            client_ip(&two_lines, &extensions, Some(&name)),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
         );
     }
 }

@@ -242,7 +242,8 @@ impl SqliteStore {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
         if version > SCHEMA_VERSION {
             anyhow::bail!(
-                "the file has schema version {version}, written by a newer clusterctx                  (this one knows version {SCHEMA_VERSION})"
+                "the file has schema version {version}, written by a newer clusterctx \
+                 (this one knows version {SCHEMA_VERSION})"
             );
         }
         // A write at every start, even when nothing changes: it tells whether the disk takes
