@@ -156,8 +156,9 @@ fn item_body(required: &[&str]) -> Value {
     let schema = json!({
         "type": "object",
         "properties": {
-            "key": { "type": "string", "minLength": 1, "maxLength": protocol::MAX_KEY_LEN },
-            "value": { "type": "string", "minLength": 1, "maxLength": protocol::MAX_VALUE_LEN }
+            "key": key_name(),
+            // Trimmed by the service: a value must hold more than white space.
+            "value": { "type": "string", "pattern": "\\S", "maxLength": protocol::MAX_VALUE_LEN }
         },
         "required": required
     });
@@ -170,6 +171,14 @@ fn item_body(required: &[&str]) -> Value {
     })
 }
 
+/// What [`protocol::validate_key_name`] accepts.
+fn key_name() -> Value {
+    json!({
+        "type": "string",
+        "pattern": format!("^[A-Za-z0-9_-]{{1,{}}}$", protocol::MAX_KEY_LEN)
+    })
+}
+
 fn path_params(key: bool) -> Value {
     let mut params = vec![json!({
         "name": "pin", "in": "path", "required": true,
@@ -178,7 +187,7 @@ fn path_params(key: bool) -> Value {
     })];
     if key {
         params.push(json!({
-            "name": "key", "in": "path", "required": true, "schema": { "type": "string" }
+            "name": "key", "in": "path", "required": true, "schema": key_name()
         }));
     }
     Value::Array(params)
