@@ -222,10 +222,14 @@ pub fn document() -> Value {
         json!({ "post": operation(
             "createCluster",
             "Create a PIN; the answer holds its admin token, once",
-            responses(
-                &[("201", json_body("The new cluster", "ClusterInfo"))],
-                &[Timeout, Store, Full],
-                false,
+            with(
+                responses(
+                    &[("201", json_body("The new cluster", "ClusterInfo"))],
+                    &[Timeout, Store, Full],
+                    false,
+                ),
+                "429",
+                error("Too many PINs created from this client (see Retry-After)"),
             ),
         ) }),
     );
@@ -262,8 +266,9 @@ pub fn document() -> Value {
             "post": with(operation(
                 "createKey",
                 "Create a key; an existing key is 409",
-                with(responses(&[("201", json_body("The created key", "KeyItem"))], &[Timeout, Store, Full, Pin, Body], false),
+                with(with(responses(&[("201", json_body("The created key", "KeyItem"))], &[Timeout, Store, Full, Pin, Body], false),
                     "409", error("The key exists")),
+                    "403", error("The cluster holds the maximum number of keys")),
             ), "requestBody", item_body(&["key", "value"])),
         }),
     );
