@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs (see README.md):
 #   make demo   build, start the bundled PIN service and run a master and two workers
 #   make test   every check CI runs: format, lints, unit and integration tests, boot simulation
-.PHONY: demo test check deps static deb rpm install package-check
+.PHONY: demo test check deps static deb rpm install package-check openapi fuzz-api
 
 demo:
 	contrib/demo/run
@@ -10,7 +10,7 @@ demo:
 # well inside its time limit (the whole trixie set: `contrib/bootsim/run --distro trixie`).
 TRIXIE_SCENARIOS := cloud-init happy shotgun reboot legacy-agent
 
-test: deps check package-check
+test: deps check fuzz-api package-check
 	contrib/bootsim/run
 	contrib/bootsim/run --distro trixie --out target/bootsim-trixie $(TRIXIE_SCENARIOS)
 
@@ -24,6 +24,14 @@ check:
 
 deps:
 	contrib/ci/install-deps
+
+# The service's OpenAPI description, committed (a test fails when it differs from the served one).
+openapi:
+	cargo run --quiet -- generate openapi --out-dir docs
+
+# Schemathesis against the live service, from the description (contrib/ci/fuzz-api).
+fuzz-api:
+	contrib/ci/fuzz-api
 
 # Release artifacts (README.md, "Install"). The fully static binary: glibc's crt-static on the
 # gnu target (the musl target is not installable here; reqwest uses rustls, so no OpenSSL).

@@ -67,10 +67,12 @@ pub struct GenerateArgs {
 pub enum Generated {
     Man,
     Completions,
+    /// `openapi.json`, the PIN service's API description (a build with the server only).
+    Openapi,
 }
 
-/// Writes `clusterctx.1` (and one page per subcommand) or the bash, zsh and fish completions
-/// into `args.out_dir`.
+/// Writes `clusterctx.1` (and one page per subcommand), the bash, zsh and fish completions, or
+/// `openapi.json` into `args.out_dir`.
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     use clap::CommandFactory;
@@ -93,5 +95,20 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Generated::Openapi => write_openapi(&args.out_dir),
     }
+}
+
+#[cfg(feature = "server")]
+fn write_openapi(out_dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let path = out_dir.join("openapi.json");
+    std::fs::write(&path, crate::server::openapi::document_text())
+        .with_context(|| format!("failed to write {}", path.display()))
+}
+
+#[cfg(not(feature = "server"))]
+fn write_openapi(_out_dir: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("this clusterctx is built without the PIN service: no OpenAPI description")
 }

@@ -78,6 +78,7 @@ mod layers;
 mod listener;
 mod metrics;
 mod negotiate;
+pub mod openapi;
 mod paths;
 mod ratelimit;
 mod routes;

@@ -19,6 +19,7 @@ use super::{
     extract::{parse_item, parse_wait, read_body, ApiPath},
     layers,
     negotiate::{negotiate, Rendering},
+    openapi,
     paths::{ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_METRICS},
     state::{AppState, KeyState},
     web,
@@ -66,6 +67,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(ROUTE_METRICS, get(metrics))
         .merge(pin_routes)
         .merge(web::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|method: Method| async { ApiError::MethodNotAllowed(method) })
         .layer(DefaultBodyLimit::max(state.config.max_body));

@@ -10,9 +10,9 @@ use axum::{
     Router,
 };
 
-const ROUTE_PAGE: &str = "/";
-const ROUTE_SCRIPT: &str = "/static/app.js";
-const ROUTE_STYLE: &str = "/static/app.css";
+pub(crate) const ROUTE_PAGE: &str = "/";
+pub(crate) const ROUTE_SCRIPT: &str = "/static/app.js";
+pub(crate) const ROUTE_STYLE: &str = "/static/app.css";
 
 const PAGE: &str = include_str!("web/index.html");
 const SCRIPT: &str = include_str!("web/app.js");

@@ -49,6 +49,8 @@ mod server_limits;
 #[cfg(feature = "server")]
 mod server_live;
 #[cfg(feature = "server")]
+mod server_openapi;
+#[cfg(feature = "server")]
 mod web_browser;
 #[cfg(feature = "server")]
 mod web_page;
