@@ -19,8 +19,8 @@ use super::{
     ratelimit::{CreationLimiter, MissLimiter},
     shutdown::{shut_down, Shutdown},
     store::{
-        sqlite::SqliteStore, ClusterRecord, Inventory, MemberRecord, NewKey, NewMember, Quota,
-        Registered, Role, Store, StoreError, Swept,
+        sqlite::SqliteStore, ClusterRecord, Inventory, MemberRecord, MembersRead, NewKey,
+        NewMember, Quota, Registered, Role, Store, StoreError, Swept,
     },
     waiters::{Waiters, MEMBERS},
 };
@@ -231,11 +231,11 @@ impl AppState {
         Ok(registered)
     }
 
-    /// `GET .../members`: in joining order.
-    async fn members(&self, pin: &str) -> Result<Vec<MemberRecord>, ApiError> {
+    /// `GET .../members`: in joining order, with the cluster's expiry.
+    async fn members(&self, pin: &str) -> Result<MembersRead, ApiError> {
         check_pin(pin)?;
         let found = self.store.members(pin).await.map_err(store_failed)?;
-        Ok(self.alive(found, |r| r.expires_ms)?.members)
+        self.alive(found, |r| r.expires_ms)
     }
 
     /// `GET .../members?wait=S&min=N`: the members once there are at least `min` of them, or
@@ -247,27 +247,27 @@ impl AppState {
         min: usize,
         wait: Duration,
     ) -> Result<Vec<MemberItem>, ApiError> {
-        let members = self.members(pin).await?;
-        if members.len() >= min || wait.is_zero() {
-            return Ok(member_items(members));
+        let read = self.members(pin).await?;
+        if read.members.len() >= min || wait.is_zero() {
+            return Ok(member_items(read.members));
         }
         let _counted = self.metrics.member_waiter();
         let parked = self.waiters.register(pin, MEMBERS);
         let mut shutdown = self.shutdown.signal();
-        let expires_ms = self.live_cluster(pin).await?.expires_ms;
-        let until_expiry = u64::try_from(expires_ms.saturating_sub(self.now_ms())).unwrap_or(0);
+        let until_expiry =
+            u64::try_from(read.expires_ms.saturating_sub(self.now_ms())).unwrap_or(0);
         let deadline = Instant::now() + wait.min(Duration::from_millis(until_expiry));
         loop {
             // Before the check: a registration between the check and the wait still wakes us.
             let notified = parked.notified();
-            let members = self.members(pin).await?;
+            let members = self.members(pin).await?.members;
             if members.len() >= min {
                 return Ok(member_items(members));
             }
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Ok(member_items(self.members(pin).await?));
+                    return Ok(member_items(self.members(pin).await?.members));
                 }
                 _ = shut_down(&mut shutdown) => return Err(ApiError::ShuttingDown),
             }

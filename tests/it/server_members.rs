@@ -8,7 +8,7 @@ use crate::support::server::{create_cluster, get_text};
 use std::time::{Duration, Instant};
 
 use clusterctx::{
-    protocol::MemberItem,
+    protocol::{ClusterInfo, MemberItem},
     server::{self, Config, ManualClock},
 };
 
@@ -136,7 +136,7 @@ async fn members_join_in_order_and_registering_again_keeps_the_place() {
 async fn a_long_poll_for_n_members_is_woken_by_a_registration_elsewhere() {
     let server = server::spawn(Config::default()).await.unwrap();
     let url = server.url();
-    let (pin, _) = create_cluster(&client(), &url).await;
+    let (pin, token) = create_cluster(&client(), &url).await;
     assert_eq!(
         register(&url, &pin, NODES[0], "10.0.0.1", "master").await,
         201
@@ -171,6 +171,42 @@ async fn a_long_poll_for_n_members_is_woken_by_a_registration_elsewhere() {
     // Enough members already: no wait at all.
     let (status, list) = members(&url, &pin, "?wait=30&min=2").await;
     assert_eq!((status, list.len()), (200, 2));
+
+    // A waiter on a cluster that is deleted meanwhile answers 404 at once.
+    let waiter = tokio::spawn({
+        let (url, pin) = (url.clone(), pin.clone());
+        async move { members(&url, &pin, "?wait=30&min=5").await.0 }
+    });
+    until_member_waiters(&url, 1).await;
+    let cluster_url = format!("{url}/api/v1/clusters/{pin}");
+    let deleted = crate::support::server::delete_with_token(&client(), &cluster_url, &token).await;
+    assert_eq!(deleted, 204);
+    assert_eq!(waiter.await.unwrap(), 404);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulated_legacy_service_has_no_members() {
+    let server = server::spawn(Config {
+        emulate_legacy: true,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let url = server.url();
+    // The legacy answer has no admin token.
+    let created = client()
+        .post(format!("{url}/api/v1/clusters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let pin = created.json::<ClusterInfo>().await.unwrap().pin;
+    assert_eq!(
+        register(&url, &pin, NODES[0], "10.0.0.1", "master").await,
+        404
+    );
+    assert_eq!(members(&url, &pin, "").await.0, 404);
     server.shutdown().await;
 }
 

@@ -1010,6 +1010,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn members_count_against_the_byte_cap() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let pin = "aaaaaaaaaaaa";
+        store
+            .create_cluster(record(pin), Quota::default())
+            .await
+            .unwrap();
+        let quota = Quota {
+            max_clusters: 0,
+            max_bytes: cluster_bytes(pin) + member_bytes(pin, NODE_A, "10.0.0.1"),
+        };
+        let capped = |node: &str, address: &str| NewMember {
+            quota,
+            ..new_member(pin, node, address)
+        };
+        store.put_member(capped(NODE_A, "10.0.0.1")).await.unwrap();
+        let full = Err(StoreError::AtCap(Cap::Bytes(quota.max_bytes)));
+        assert_eq!(store.put_member(capped(NODE_B, "10.0.0.2")).await, full);
+        assert_eq!(store.put_member(capped(NODE_A, "10.0.0.10")).await, full);
+        // Registering again with an address no longer than before needs no more bytes.
+        let again = store.put_member(capped(NODE_A, "10.0.0.2")).await;
+        assert_eq!(again, Ok(Registered::Updated));
+        assert_eq!(nodes(&store, pin).await, [NODE_A]);
+    }
+
+    #[tokio::test]
     async fn a_version_1_file_gains_the_members_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.sqlite3");
