@@ -43,6 +43,45 @@ pub struct KeyItem {
     pub value: String,
 }
 
+/// The length of a member's node name, all of `[a-z0-9]`.
+pub const NODE_LEN: usize = 16;
+
+/// Whether `node` is a member's node name: exactly [`NODE_LEN`] of `[a-z0-9]`.
+pub fn is_valid_node(node: &str) -> bool {
+    node.len() == NODE_LEN
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Whether `address` may be a member's address: an IP address, or a sealed one (which the
+/// service cannot read, so it checks the form only), of at most [`MAX_VALUE_LEN`] bytes.
+pub fn is_valid_member_address(address: &str) -> bool {
+    address.len() <= MAX_VALUE_LEN
+        && (address.parse::<std::net::IpAddr>().is_ok() || crate::seal::is_sealed(address))
+}
+
+/// One member of a cluster, as `GET .../members` lists it (ours, not legacy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberItem {
+    pub node: String,
+    /// `master` or `worker`.
+    pub role: String,
+    /// An IP address, or a sealed value only the cluster's nodes can open.
+    pub address: String,
+    /// RFC 3339, UTC: the first registration.
+    pub joined_at: String,
+    /// RFC 3339, UTC: the latest registration.
+    pub last_seen: String,
+}
+
+/// A member's registration body: `PUT .../members/<node>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRegistration {
+    pub address: String,
+    pub role: String,
+}
+
 /// A cluster as the service describes it. `pin` and `creation_time` are the legacy fields;
 /// the rest are ours and optional so that legacy answers still parse. Its `Debug` redacts the
 /// PIN and the admin token.
@@ -149,6 +188,49 @@ pub fn hex_digit(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_are_sixteen_lowercase_letters_and_digits() {
+        assert!(is_valid_node("0123456789abcdef"));
+        assert!(is_valid_node("zzzzzzzzzzzzzzzz"));
+        for bad in [
+            "",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "0123456789ABCDEF",
+            "0123456789abcde-",
+            "0123456789abcde/",
+            "0123456789abcd\u{e9}",
+        ] {
+            assert!(!is_valid_node(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn member_addresses_are_ip_addresses_or_sealed() {
+        for good in ["10.0.0.1", "127.0.0.1", "::1", "fe80::1", "2001:db8::42"] {
+            assert!(is_valid_member_address(good), "{good}");
+        }
+        let secret =
+            crate::secret::ClusterSecret::parse("a-cluster-secret-for-this-test0").unwrap();
+        let sealer = crate::seal::Sealer::new(&secret, &crate::secret::Pin::new("enico1qq0oey"));
+        let sealed = sealer.seal("address", "10.0.0.1").unwrap();
+        assert!(is_valid_member_address(&sealed));
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.256",
+            " 10.0.0.1",
+            "10.0.0.1\n",
+            "host.example.org",
+            "10.0.0.1:22",
+            "ccs1.",
+            "ccs1.!!!!",
+        ] {
+            assert!(!is_valid_member_address(bad), "{bad:?}");
+        }
+        assert!(!is_valid_member_address(&"1".repeat(MAX_VALUE_LEN + 1)));
+    }
 
     #[test]
     fn cluster_info_debug_shows_neither_pin_nor_token() {

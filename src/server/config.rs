@@ -78,6 +78,11 @@ pub struct Config {
     /// Most keys one cluster may hold.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_keys: usize,
+    /// Most members one cluster may hold (403 beyond, like --max-keys).
+    // A member row is about 60 B of disk: 1,024 of them are 60 KB, and a cluster of that size
+    // is already rare.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_members: u64,
     /// Most clusters the store may hold, live or expired until the sweep forgets them (507
     /// beyond); 0: no cap.
     // About 450 B of memory and 100 B of disk each (measured): 100,000 is 45 MB.

@@ -101,6 +101,8 @@ pub enum ApiError {
     UnknownPin,
     #[error("no such key in this cluster")]
     KeyNotFound,
+    #[error("no such member")]
+    MemberNotFound,
     #[error("no such route")]
     NoRoute,
     #[error("this PIN has expired")]
@@ -111,6 +113,8 @@ pub enum ApiError {
     WrongToken,
     #[error("this cluster already holds the maximum of {0} keys")]
     TooManyKeys(usize),
+    #[error("this cluster already holds the maximum of {0} members")]
+    TooManyMembers(u64),
     #[error("key already exists; replacing it needs PUT and the admin token")]
     KeyExists,
     #[error("method {0} not allowed on this route")]
@@ -145,12 +149,15 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidItem(_) | ApiError::InvalidFields(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::UnknownPin | ApiError::KeyNotFound | ApiError::NoRoute => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::UnknownPin
+            | ApiError::KeyNotFound
+            | ApiError::MemberNotFound
+            | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::Expired => StatusCode::GONE,
             ApiError::MissingToken => StatusCode::UNAUTHORIZED,
-            ApiError::WrongToken | ApiError::TooManyKeys(_) => StatusCode::FORBIDDEN,
+            ApiError::WrongToken | ApiError::TooManyKeys(_) | ApiError::TooManyMembers(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::KeyExists => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -213,6 +220,7 @@ impl ApiError {
             }
             ApiError::UnknownPin
             | ApiError::KeyNotFound
+            | ApiError::MemberNotFound
             | ApiError::NoRoute
             | ApiError::Expired => detail("Not found."),
             ApiError::KeyExists => detail("Resource already exists, cannot be created again"),

@@ -222,6 +222,23 @@ pub(crate) fn parse_wait(query: Option<&str>) -> Result<Duration, ApiError> {
         })
 }
 
+/// `min=N` of a member-list long-poll: how many members to wait for; 0 (nothing to wait
+/// for) without it.
+pub(crate) fn parse_min(query: Option<&str>) -> Result<usize, ApiError> {
+    let Some(raw) = query
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("min="))
+    else {
+        return Ok(0);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
+        .map(|min| min as usize)
+        .ok_or_else(|| ApiError::BadRequest("min must be a whole number of members".into()))
+}
+
 /// `12` or `12.345`: whole seconds, optionally with up to three decimals. Fractions let an
 /// agent wait exactly its retry slot, so it never stops listening between two long-polls.
 fn parse_seconds(raw: &str) -> Option<Duration> {

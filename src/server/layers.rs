@@ -18,7 +18,7 @@ use super::{
     extract::{client_ip, parse_wait},
     metrics::UNMATCHED,
     negotiate::{accepts_json, negotiate},
-    paths::{ROUTES, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_METRICS},
+    paths::{ROUTES, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_MEMBERS, ROUTE_METRICS},
     state::AppState,
 };
 use crate::protocol::SERVICE_HEADER;
@@ -35,10 +35,12 @@ pub(crate) async fn observe(
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let mut budget = state.config.request_timeout;
-    // A GET of one key with a valid wait, as the handler will read it: a write, or a query
-    // that merely mentions `wait=`, gets the plain time limit (a slow body is not a wait).
-    let long_poll =
-        route == ROUTE_KEY && request.method() == Method::GET && !state.config.emulate_legacy;
+    // A GET of one key or of the members with a valid wait, as the handler will read it: a
+    // write, or a query that merely mentions `wait=`, gets the plain time limit (a slow body
+    // is not a wait).
+    let long_poll = (route == ROUTE_KEY || route == ROUTE_MEMBERS)
+        && request.method() == Method::GET
+        && !state.config.emulate_legacy;
     if long_poll {
         if let Ok(wait) = parse_wait(request.uri().query()) {
             // Saturating: `--request-timeout` is the operator's, and may be absurdly long.

@@ -25,6 +25,10 @@ pub struct Metrics {
     requests: Mutex<HashMap<(&'static str, &'static str, u16), u64>>,
     /// Long-poll requests parked right now.
     waiters: AtomicI64,
+    /// Long-polls on a member list parked right now.
+    member_waiters: AtomicI64,
+    /// Member registrations that added a member (not the ones that updated one).
+    members_registered: AtomicU64,
     /// Requests refused with 429 by the miss limit.
     rate_limited: AtomicU64,
     /// PIN creations refused with 429 by the creation limit.
@@ -78,6 +82,16 @@ impl Metrics {
         self.waiters.load(Ordering::Relaxed)
     }
 
+    /// Counts a parked long-poll on a member list until the guard is dropped.
+    pub fn member_waiter(&self) -> WaiterGuard<'_> {
+        self.member_waiters.fetch_add(1, Ordering::Relaxed);
+        WaiterGuard(&self.member_waiters)
+    }
+
+    pub fn member_joined(&self) {
+        self.members_registered.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The text of `/metrics`: these counters, what the store holds, and how many long-poll
     /// waiters changes have woken so far.
     pub fn render(&self, inventory: Inventory, wakeups: u64) -> String {
@@ -100,11 +114,21 @@ impl Metrics {
                 "clusterctx_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
             );
         }
-        let gauges: [(&str, &str, i64); 7] = [
+        let gauges: [(&str, &str, i64); 9] = [
             (
                 "clusterctx_longpoll_waiters",
                 "Long-poll requests waiting for a key right now.",
                 self.waiters(),
+            ),
+            (
+                "clusterctx_member_waiters",
+                "Long-poll requests waiting for a cluster's member list right now.",
+                self.member_waiters.load(Ordering::Relaxed),
+            ),
+            (
+                "clusterctx_members",
+                "Members registered in live clusters.",
+                saturating_i64(inventory.members),
             ),
             (
                 "clusterctx_clusters",
@@ -159,7 +183,12 @@ impl Metrics {
             self.cap_refused_clusters.load(Ordering::Relaxed),
             self.cap_refused_bytes.load(Ordering::Relaxed)
         );
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "clusterctx_members_registered_total",
+                "Member registrations that added a member to its cluster.",
+                self.members_registered.load(Ordering::Relaxed),
+            ),
             (
                 "clusterctx_creations_limited_total",
                 "PIN creations refused with 429 by the per-client creation limit.",
@@ -234,6 +263,8 @@ mod tests {
         metrics.record("/healthz", &Method::GET, 200);
         metrics.record(UNMATCHED, &Method::from_bytes(b"BREW").unwrap(), 404);
         let guard = metrics.waiter();
+        let member_guard = metrics.member_waiter();
+        metrics.member_joined();
         metrics.creation_limited();
         metrics.cap_refused(Cap::Bytes(10));
         metrics.cap_refused(Cap::Bytes(10));
@@ -242,6 +273,7 @@ mod tests {
                 clusters: 2,
                 tombstones: 1,
                 keys: 5,
+                members: 4,
                 usage: crate::server::store::Usage {
                     clusters: 3,
                     bytes: 300,
@@ -259,6 +291,10 @@ mod tests {
         assert!(text.contains("\nclusterctx_longpoll_waiters 1\n"));
         assert!(text.contains("\nclusterctx_clusters 2\n"));
         assert!(text.contains("\nclusterctx_keys 5\n"));
+        assert!(text.contains("\nclusterctx_members 4\n"));
+        assert!(text.contains("\nclusterctx_member_waiters 1\n"));
+        assert!(text.contains("\nclusterctx_members_registered_total 1\n"));
+        drop(member_guard);
         assert!(text.contains("\nclusterctx_longpoll_wakeups_total 7\n"));
         assert!(text.contains("\nclusterctx_stored_clusters 3\n"));
         assert!(text.contains("\nclusterctx_stored_bytes 300\n"));

@@ -1,7 +1,7 @@
 //! The PIN service, `clusterctx serve`: the legacy REST API of PROTOCOL.md part 1, byte for
 //! byte where old clients look, plus part 2 (long-poll, atomic create, honest expiry, admin
-//! tokens, miss and creation limits, storage caps, metrics, graceful shutdown, TLS), on a
-//! durable SQLite store.
+//! tokens, miss and creation limits, storage caps, metrics, graceful shutdown, TLS) and the
+//! members of part 4, on a durable SQLite store.
 //!
 //! # Layout
 //!
@@ -10,17 +10,19 @@
 //! of the server.
 //!
 //! - `routes`: [`app`], the router, and its handlers; `paths`: the route templates.
-//! - `negotiate`: `Accept` and `?format=` of the single-key route, ours and DRF's.
+//! - `negotiate`: `Accept` and `?format=` of the single-key route, ours and DRF's, and of
+//!   the member list (JSON first).
 //! - `extract`: reading requests: JSON and form bodies (trimmed as DRF did), `?wait=`,
 //!   path segments, the client address.
 //! - `state`: [`AppState`]: what a request means on top of the store: expiry at read time
-//!   (from the [`Clock`]), admin tokens, the long-poll loop, the sweep.
+//!   (from the [`Clock`]), admin tokens, the long-poll loops (a key; N members), the sweep.
 //! - [`store`]: the [`store::Store`] trait (async operations, typed errors, change reports,
 //!   the caps on what the whole store holds); [`store::sqlite`], SQLite in WAL mode,
 //!   exclusively locked, `synchronous=FULL`, private files, every cluster cached in memory for
 //!   reads, read-only while its disk is full; [`store::faulty`], faults on demand for tests.
 //! - `waiters`: the registry of parked long-polls by (PIN, key), woken by the store's change
-//!   reports: a write wakes the waiters of its key only, a deletion or expiry all of its PIN.
+//!   reports: a write wakes the waiters of its key only, a registration those of the member
+//!   list, a deletion or expiry all of its PIN.
 //! - `config`: [`Config`], the options of `serve` and of [`spawn`], one `clap` definition.
 //! - `clock`: [`Clock`], the wall clock expiry reads, and [`ManualClock`] for tests.
 //! - `shutdown`: the flag that flips once; `listener`, long-polls and the sweep watch it.

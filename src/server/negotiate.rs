@@ -46,6 +46,19 @@ const OFFERED: [Offer; 2] = [
     (Rendering::Json, "application", "json", &["json"]),
 ];
 
+/// The renderings of the member list: JSON first, so that a client that prefers neither
+/// (no `Accept`, or `*/*`) gets JSON; `text/plain` gets one line per member.
+const LIST_OFFERED: [Offer; 2] = [OFFERED[1], OFFERED[0]];
+
+/// The rendering of the member list (ours: RFC 9110 q-values, as [`negotiate`] without
+/// `legacy`).
+pub(crate) fn negotiate_list(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Rendering, ApiError> {
+    negotiate_among(&LIST_OFFERED, headers, query, false)
+}
+
 /// The rendering of the single-key route for a request with these headers and query string.
 pub(crate) fn negotiate(
     headers: &HeaderMap,
@@ -244,6 +257,22 @@ mod tests {
     }
 
     use Rendering::{Json, Text};
+
+    #[test]
+    fn the_member_list_prefers_json_unless_text_is_preferred() {
+        let list = |accept: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(accept) = accept {
+                headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            }
+            negotiate_list(&headers, None).unwrap()
+        };
+        assert_eq!(list(None), Json);
+        assert_eq!(list(Some("*/*")), Json);
+        assert_eq!(list(Some("application/json")), Json);
+        assert_eq!(list(Some("text/plain")), Text);
+        assert_eq!(list(Some("text/*, application/json;q=0.5")), Text);
+    }
 
     #[test]
     fn both_modes_agree_where_legacy_clients_look() {

@@ -8,7 +8,10 @@ use axum::{http::header, response::IntoResponse, routing::get, Router};
 use serde_json::{json, Map, Value};
 
 use super::{
-    paths::{ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_METRICS},
+    paths::{
+        ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_MEMBER,
+        ROUTE_MEMBERS, ROUTE_METRICS,
+    },
     web::{ROUTE_PAGE, ROUTE_SCRIPT, ROUTE_STYLE},
 };
 use crate::protocol::{self, MAX_WAIT_SECS};
@@ -313,6 +316,78 @@ pub fn document() -> Value {
             ), "security", bearer()),
         }),
     );
+    let node_params = json!([
+        { "name": "pin", "in": "path", "required": true, "schema": { "type": "string" },
+          "description": format!("{} lowercase letters and digits", protocol::PIN_LEN) },
+        { "name": "node", "in": "path", "required": true,
+          "schema": { "type": "string", "pattern": format!("^[a-z0-9]{{{}}}$", protocol::NODE_LEN) } }
+    ]);
+    let member_list_params = json!([
+        { "name": "format", "in": "query", "required": false,
+          "schema": { "type": "string", "enum": ["txt", "json"] },
+          "description": "Overrides Accept: text or JSON" },
+        { "name": "wait", "in": "query", "required": false,
+          "schema": { "type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECS },
+          "description": "Long-poll: seconds to wait for `min` members" },
+        { "name": "min", "in": "query", "required": false,
+          "schema": { "type": "integer", "minimum": 0 },
+          "description": "How many members the long-poll waits for" }
+    ]);
+    paths.insert(
+        ROUTE_MEMBERS.into(),
+        json!({
+            "parameters": path_params(false),
+            "get": with(operation(
+                "listMembers",
+                "The cluster's members in joining order; ?wait=&min= long-polls for min members",
+                responses(&[("200", json!({
+                    "description": "The members (as they stand when a long-poll's time is up)",
+                    "content": {
+                        JSON: { "schema": {
+                            "type": "array", "items": { "$ref": "#/components/schemas/MemberItem" }
+                        } },
+                        TEXT: { "schema": { "type": "string" }, "example": "0123456789abcdef master 10.0.0.5\n" }
+                    }
+                }))], &[Timeout, Store, Pin, Negotiated], false),
+            ), "parameters", member_list_params),
+        }),
+    );
+    let registered = |description| {
+        json!({
+            "description": description,
+            "content": { JSON: { "schema": { "$ref": "#/components/schemas/MemberRegistered" } } }
+        })
+    };
+    paths.insert(
+        ROUTE_MEMBER.into(),
+        json!({
+            "parameters": node_params,
+            "put": with(operation(
+                "putMember",
+                "A node registers itself (no admin token); again after a reboot",
+                with(responses(
+                    &[("201", registered("Joined")), ("200", registered("Registered again"))],
+                    &[Timeout, Store, Full, Pin, Body],
+                    false,
+                ), "403", error("The cluster holds the maximum number of members")),
+            ), "requestBody", json!({
+                "required": true,
+                "content": { JSON: { "schema": {
+                    "type": "object",
+                    "properties": {
+                        "address": { "type": "string", "description": "An IP address, or a sealed value (ccs1.)" },
+                        "role": { "type": "string", "enum": ["master", "worker"] }
+                    },
+                    "required": ["address", "role"]
+                } } }
+            })),
+            "delete": with(operation(
+                "deleteMember",
+                "Remove a member",
+                responses(&[("204", json!({ "description": "Removed" }))], &[Timeout, Store, Pin, Token], false),
+            ), "security", bearer()),
+        }),
+    );
     paths.insert(
         ROUTE_HEALTHZ.into(),
         json!({ "get": operation("healthz", "Liveness", json!({
@@ -371,6 +446,26 @@ pub fn document() -> Value {
                         "admin_token": { "type": "string", "description": "Only in the answer to the creating POST" }
                     },
                     "required": ["pin", "creation_time"]
+                },
+                "MemberItem": {
+                    "type": "object",
+                    "properties": {
+                        "node": { "type": "string" },
+                        "role": { "type": "string", "enum": ["master", "worker"] },
+                        "address": { "type": "string" },
+                        "joined_at": { "type": "string", "description": "RFC 3339" },
+                        "last_seen": { "type": "string", "description": "RFC 3339" }
+                    },
+                    "required": ["node", "role", "address", "joined_at", "last_seen"]
+                },
+                "MemberRegistered": {
+                    "type": "object",
+                    "properties": {
+                        "node": { "type": "string" },
+                        "role": { "type": "string", "enum": ["master", "worker"] },
+                        "address": { "type": "string" }
+                    },
+                    "required": ["node", "role", "address"]
                 },
                 "ErrorBody": {
                     "type": "object",

@@ -16,16 +16,20 @@ use axum::{
 use super::{
     auth,
     error::{ApiError, PinMiss},
-    extract::{parse_item, parse_wait, read_body, ApiPath},
+    extract::{parse_item, parse_min, parse_wait, read_body, ApiPath},
     layers,
-    negotiate::{negotiate, Rendering},
+    negotiate::{negotiate, negotiate_list, Rendering},
     openapi,
-    paths::{ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_METRICS},
+    paths::{
+        ROUTE_CLUSTER, ROUTE_CLUSTERS, ROUTE_HEALTHZ, ROUTE_KEY, ROUTE_KEYS, ROUTE_MEMBER,
+        ROUTE_MEMBERS, ROUTE_METRICS,
+    },
     state::{AppState, KeyState},
+    store::{Registered, Role},
     web,
 };
 use crate::{
-    protocol::{self, ClusterInfo, KeyItem},
+    protocol::{self, ClusterInfo, KeyItem, MemberItem, MemberRegistration},
     secret::redact,
 };
 
@@ -52,8 +56,19 @@ pub fn app(state: Arc<AppState>) -> Router {
             .put(put_key)
             .patch(patch_key)
             .delete(delete_key),
-    )
-    .route_layer(middleware::from_fn_with_state(
+    );
+    // Ours: the legacy service had no members, and a legacy client must see it so.
+    let pin_routes = if legacy {
+        pin_routes
+    } else {
+        let pin_routes = both(pin_routes, ROUTE_MEMBERS, get(list_members));
+        both(
+            pin_routes,
+            ROUTE_MEMBER,
+            axum::routing::put(put_member).delete(delete_member),
+        )
+    };
+    let pin_routes = pin_routes.route_layer(middleware::from_fn_with_state(
         Arc::clone(&state),
         layers::limit_misses,
     ));
@@ -287,6 +302,93 @@ async fn delete_key(
     let token = auth::bearer(&headers).map(str::to_string);
     state.delete_key(&pin, key, token).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT .../members/<node>`: a node registers itself, without the admin token. 201 when it
+/// joins, 200 when it registers again.
+async fn put_member(
+    State(state): State<Arc<AppState>>,
+    ApiPath((pin, node)): ApiPath<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_node(&node)?;
+    let body = read_body(body, state.config.max_body)?;
+    let input: MemberRegistration = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "the body must be JSON {{\"address\": ..., \"role\": \"master\" or \"worker\"}}: {err}"
+        ))
+    })?;
+    let role = Role::parse(&input.role)
+        .ok_or_else(|| ApiError::BadRequest("role must be \"master\" or \"worker\"".into()))?;
+    if !protocol::is_valid_member_address(&input.address) {
+        return Err(ApiError::BadRequest(
+            "address must be an IP address or a sealed value (ccs1.<base64url>)".into(),
+        ));
+    }
+    let status = match state
+        .register_member(&pin, node.clone(), role, input.address.clone())
+        .await?
+    {
+        Registered::Joined => StatusCode::CREATED,
+        Registered::Updated => StatusCode::OK,
+    };
+    let answer = serde_json::json!({ "node": node, "role": input.role, "address": input.address });
+    Ok((status, Json(answer)).into_response())
+}
+
+/// `GET .../members`, in joining order: JSON unless text is preferred; `?wait=S&min=N`
+/// long-polls for N members and answers the list as it stands when the wait is over.
+async fn list_members(
+    State(state): State<Arc<AppState>>,
+    ApiPath(pin): ApiPath<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let json = negotiate_list(&headers, query.as_deref())? == Rendering::Json;
+    // Not held while parked, as on the single-key route.
+    drop(headers);
+    let wait = parse_wait(query.as_deref())?;
+    let min = parse_min(query.as_deref())?;
+    let members = state.wait_for_members(&pin, min, wait).await?;
+    Ok(if json {
+        Json(members).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, TEXT_PLAIN)],
+            render_members(&members),
+        )
+            .into_response()
+    })
+}
+
+/// One `<node> <role> <address>` line per member.
+fn render_members(members: &[MemberItem]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.node, m.role, m.address))
+        .collect()
+}
+
+async fn delete_member(
+    State(state): State<Arc<AppState>>,
+    ApiPath((pin, node)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    check_node(&node)?;
+    let token = auth::bearer(&headers).map(str::to_string);
+    state.delete_member(&pin, node, token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_node(node: &str) -> Result<(), ApiError> {
+    if protocol::is_valid_node(node) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "a node name is {} characters of a-z and 0-9",
+            protocol::NODE_LEN
+        )))
+    }
 }
 
 /// `master_ip: 10.10.25.5` as text (the legacy default), or `{"key", "value"}` as JSON.

@@ -19,12 +19,13 @@ use super::{
     ratelimit::{CreationLimiter, MissLimiter},
     shutdown::{shut_down, Shutdown},
     store::{
-        sqlite::SqliteStore, ClusterRecord, Inventory, NewKey, Quota, Store, StoreError, Swept,
+        sqlite::SqliteStore, ClusterRecord, Inventory, MemberRecord, MembersRead, NewKey,
+        NewMember, Quota, Registered, Role, Store, StoreError, Swept,
     },
-    waiters::Waiters,
+    waiters::{Waiters, MEMBERS},
 };
 use crate::{
-    protocol::{self, ClusterInfo, KeyItem},
+    protocol::{self, ClusterInfo, KeyItem, MemberItem},
     secret::redact,
 };
 
@@ -192,6 +193,105 @@ impl AppState {
                 _ = shut_down(&mut shutdown) => return Err(ApiError::ShuttingDown),
             }
         }
+    }
+
+    /// `PUT .../members/<node>`: joins the cluster, or registers again (new address or role,
+    /// a fresh `last_seen`, the same place in the joining order). `node` and `address` are
+    /// checked by the caller.
+    pub(crate) async fn register_member(
+        &self,
+        pin: &str,
+        node: String,
+        role: Role,
+        address: String,
+    ) -> Result<Registered, ApiError> {
+        check_pin(pin)?;
+        let new = NewMember {
+            pin: pin.to_string(),
+            node: node.clone(),
+            role,
+            address,
+            now_ms: self.now_ms(),
+            max_members: self.config.max_members,
+            quota: self.quota(),
+        };
+        let registered = self
+            .store
+            .put_member(new)
+            .await
+            .map_err(|err| self.write_failed(err))?;
+        if registered == Registered::Joined {
+            self.metrics.member_joined();
+            tracing::info!(
+                "node {node} joined cluster {} as {}",
+                redact(pin),
+                role.as_str()
+            );
+        }
+        Ok(registered)
+    }
+
+    /// `GET .../members`: in joining order, with the cluster's expiry.
+    async fn members(&self, pin: &str) -> Result<MembersRead, ApiError> {
+        check_pin(pin)?;
+        let found = self.store.members(pin).await.map_err(store_failed)?;
+        self.alive(found, |r| r.expires_ms)
+    }
+
+    /// `GET .../members?wait=S&min=N`: the members once there are at least `min` of them, or
+    /// as they stand when `wait` is over; 410 the moment the cluster expires, 404 if it is
+    /// deleted meanwhile.
+    pub(crate) async fn wait_for_members(
+        &self,
+        pin: &str,
+        min: usize,
+        wait: Duration,
+    ) -> Result<Vec<MemberItem>, ApiError> {
+        let read = self.members(pin).await?;
+        if read.members.len() >= min || wait.is_zero() {
+            return Ok(member_items(read.members));
+        }
+        let _counted = self.metrics.member_waiter();
+        let parked = self.waiters.register(pin, MEMBERS);
+        let mut shutdown = self.shutdown.signal();
+        let until_expiry =
+            u64::try_from(read.expires_ms.saturating_sub(self.now_ms())).unwrap_or(0);
+        let deadline = Instant::now() + wait.min(Duration::from_millis(until_expiry));
+        loop {
+            // Before the check: a registration between the check and the wait still wakes us.
+            let notified = parked.notified();
+            let members = self.members(pin).await?.members;
+            if members.len() >= min {
+                return Ok(member_items(members));
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(member_items(self.members(pin).await?.members));
+                }
+                _ = shut_down(&mut shutdown) => return Err(ApiError::ShuttingDown),
+            }
+        }
+    }
+
+    /// `DELETE .../members/<node>`.
+    pub(crate) async fn delete_member(
+        &self,
+        pin: &str,
+        node: String,
+        token: Option<String>,
+    ) -> Result<(), ApiError> {
+        self.authorize(pin, token.as_deref()).await?;
+        let deleted = self
+            .store
+            .delete_member(pin.to_string(), node.clone())
+            .await
+            .map_err(store_failed)?;
+        if !deleted {
+            return Err(ApiError::MemberNotFound);
+        }
+        tracing::info!("node {node} deleted from cluster {}", redact(pin));
+        Ok(())
     }
 
     /// `POST /api/v1/clusters`: a fresh PIN and admin token, durable before they are returned.
@@ -410,6 +510,7 @@ fn store_failed(err: StoreError) -> ApiError {
         StoreError::NoCluster => ApiError::UnknownPin,
         StoreError::Expired => ApiError::Expired,
         StoreError::TooManyKeys(n) => ApiError::TooManyKeys(n),
+        StoreError::TooManyMembers(n) => ApiError::TooManyMembers(n),
         StoreError::Conflict => ApiError::KeyExists,
         StoreError::Closed => ApiError::ShuttingDown,
         // The store logs when it becomes read-only and when it takes writes again.
@@ -425,6 +526,19 @@ fn store_failed(err: StoreError) -> ApiError {
 fn random_failed(err: auth::RandomError) -> ApiError {
     tracing::error!("{err}");
     ApiError::Internal
+}
+
+fn member_items(members: Vec<MemberRecord>) -> Vec<MemberItem> {
+    members
+        .into_iter()
+        .map(|m| MemberItem {
+            node: m.node,
+            role: m.role.as_str().to_string(),
+            address: m.address,
+            joined_at: rfc3339(m.joined_ms),
+            last_seen: rfc3339(m.last_seen_ms),
+        })
+        .collect()
 }
 
 /// RFC 3339 in UTC, e.g. `2026-05-01T12:00:00.123Z`.

@@ -2,7 +2,8 @@
 //! reports (see [`super::store::ChangeSink`]), wherever the write came from.
 //!
 //! Waiters of one (PIN, key) share one [`Notify`]; a change of that key wakes only them, and a
-//! change of the whole cluster (deleted, expired) wakes every waiter of the PIN. A slot lives
+//! change of the whole cluster (deleted, expired) wakes every waiter of the PIN. Waiters on
+//! the member list of a PIN share the slot [`MEMBERS`], woken by every registration. A slot lives
 //! as long as someone waits on it. `notify_waiters` reaches every `Notified` created before
 //! it, polled or not, so a waiter that creates its future before checking the store cannot
 //! miss a write that lands between the check and the wait.
@@ -17,7 +18,11 @@ use std::{
 
 use tokio::sync::{futures::Notified, Notify};
 
-use super::store::Change;
+use super::store::{Change, Changed};
+
+/// The slot of the waiters on a member list: no key is named so, as a key name never holds a
+/// `/` (it is one path segment).
+pub(crate) const MEMBERS: &str = "/members";
 
 /// See the module documentation.
 #[derive(Default)]
@@ -69,9 +74,10 @@ impl Waiters {
             slot.notify.notify_waiters();
             woken += slot.waiters;
         };
-        match change.key {
-            Some(key) => keys.get(key).into_iter().for_each(&mut wake),
-            None => keys.values().for_each(&mut wake),
+        match change.what {
+            Changed::Key(key) => keys.get(key).into_iter().for_each(&mut wake),
+            Changed::Members => keys.get(MEMBERS).into_iter().for_each(&mut wake),
+            Changed::Cluster => keys.values().for_each(&mut wake),
         }
         self.wakeups.fetch_add(woken, Ordering::Relaxed);
     }
@@ -129,7 +135,12 @@ mod tests {
     }
 
     fn change<'a>(pin: &'a str, key: Option<&'a str>) -> Change<'a> {
-        Change { pin, key }
+        let what = match key {
+            Some(MEMBERS) => Changed::Members,
+            Some(key) => Changed::Key(key),
+            None => Changed::Cluster,
+        };
+        Change { pin, what }
     }
 
     #[test]
@@ -138,13 +149,15 @@ mod tests {
         let a = waiters.register("aaaaaaaaaaaa", "a");
         let a_again = waiters.register("aaaaaaaaaaaa", "a");
         let b = waiters.register("aaaaaaaaaaaa", "b");
+        let members = waiters.register("aaaaaaaaaaaa", MEMBERS);
         let other_pin = waiters.register("bbbbbbbbbbbb", "a");
-        let (mut on_a, mut on_b, mut on_other) = (
+        let (mut on_a, mut on_b, mut on_other, mut on_members) = (
             Box::pin(a.notified()),
             Box::pin(b.notified()),
             Box::pin(other_pin.notified()),
+            Box::pin(members.notified()),
         );
-        for future in [&mut on_a, &mut on_b, &mut on_other] {
+        for future in [&mut on_a, &mut on_b, &mut on_other, &mut on_members] {
             future.as_mut().enable();
         }
         waiters.changed(change("aaaaaaaaaaaa", Some("c")));
@@ -161,13 +174,19 @@ mod tests {
         assert!(woken(&mut on_a));
         assert!(!woken(&mut on_b));
         assert!(!woken(&mut on_other));
+        assert!(!woken(&mut on_members), "a key is not a registration");
+        // A registration: the waiters on the member list only.
+        waiters.changed(change("aaaaaaaaaaaa", Some(MEMBERS)));
+        assert_eq!(waiters.wakeups(), 3);
+        assert!(woken(&mut on_members));
+        assert!(!woken(&mut on_b));
         // The whole cluster: every waiter of the PIN, and no other.
         waiters.changed(change("aaaaaaaaaaaa", None));
-        assert_eq!(waiters.wakeups(), 5);
+        assert_eq!(waiters.wakeups(), 7);
         assert!(woken(&mut on_b));
         assert!(!woken(&mut on_other));
-        drop((on_a, on_b, on_other));
-        drop((a, a_again, b, other_pin));
+        drop((on_a, on_b, on_other, on_members));
+        drop((a, a_again, b, other_pin, members));
         assert!(waiters.slots().is_empty(), "slots go with their waiters");
     }
 }

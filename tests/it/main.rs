@@ -7,7 +7,7 @@
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs;
 //!   `agent_sealed`: sealed clusters, and what the service and the logs never hold.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts;
-//!   its limits, caps and a real full tmpfs.
+//!   its limits, caps and a real full tmpfs; `server_members`: cluster membership.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
 //!   Chromium creating a PIN and watching the cluster form.
@@ -48,6 +48,8 @@ mod server_durability;
 mod server_limits;
 #[cfg(feature = "server")]
 mod server_live;
+#[cfg(feature = "server")]
+mod server_members;
 #[cfg(feature = "server")]
 mod server_openapi;
 #[cfg(feature = "server")]

@@ -8,8 +8,8 @@ use std::{
 };
 
 use super::{
-    ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead, NewKey, Quota, Store, StoreError,
-    StoreFuture, Swept,
+    ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead, MembersRead, NewKey, NewMember, Quota,
+    Registered, Store, StoreError, StoreFuture, Swept,
 };
 
 /// See the module documentation.
@@ -127,6 +127,18 @@ impl Store for FaultyStore {
 
     fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool> {
         self.write(self.inner.delete_key(pin, key))
+    }
+
+    fn put_member(&self, new: NewMember) -> StoreFuture<'_, Registered> {
+        self.write(self.inner.put_member(new))
+    }
+
+    fn members<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<MembersRead>> {
+        self.read(self.inner.members(pin))
+    }
+
+    fn delete_member(&self, pin: String, node: String) -> StoreFuture<'_, bool> {
+        self.write(self.inner.delete_member(pin, node))
     }
 
     fn delete_cluster(&self, pin: String) -> StoreFuture<'_, bool> {

@@ -74,6 +74,9 @@ pub enum StoreError {
     /// The cluster already holds this many keys.
     #[error("the cluster already holds {0} keys")]
     TooManyKeys(usize),
+    /// The cluster already holds this many members.
+    #[error("the cluster already holds {0} members")]
+    TooManyMembers(u64),
     /// The disk (or the database's quota) is full; retrying later may succeed.
     #[error("the disk is full")]
     Full,
@@ -110,12 +113,13 @@ pub enum Cap {
 }
 
 /// What the store holds, as the [`Quota`] counts it. Every store counts the same way:
-/// [`CLUSTER_ROW_BYTES`] per cluster, [`key_bytes`] per key.
+/// [`cluster_bytes`] per cluster, [`key_bytes`] per key, [`member_bytes`] per member.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Clusters, live and expired.
     pub clusters: u64,
-    /// The bytes of their rows: PINs, timestamps, token digests, key names and values.
+    /// The bytes of their rows: PINs, timestamps, token digests, key names and values,
+    /// members.
     pub bytes: u64,
 }
 
@@ -197,6 +201,79 @@ pub struct NewKey {
     pub quota: Quota,
 }
 
+/// The bytes a member's row counts against [`Quota::max_bytes`]: its PIN, node name and
+/// address, a role byte and two timestamps.
+pub fn member_bytes(pin: &str, node: &str, address: &str) -> u64 {
+    (pin.len() + node.len() + address.len()) as u64 + 1 + 8 + 8
+}
+
+/// What a node says it is in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Worker => "worker",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "master" => Some(Role::Master),
+            "worker" => Some(Role::Worker),
+            _ => None,
+        }
+    }
+}
+
+/// One registered node of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// 16 of `[a-z0-9]`, chosen by the node; reveals nothing about the machine.
+    pub node: String,
+    pub role: Role,
+    /// An IP address, or a sealed one the service cannot read.
+    pub address: String,
+    /// Wall-clock milliseconds of the first registration; kept by later ones.
+    pub joined_ms: i64,
+    /// Wall-clock milliseconds of the latest registration.
+    pub last_seen_ms: i64,
+}
+
+/// Every member of a cluster in joining order, with the cluster's expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersRead {
+    pub expires_ms: i64,
+    pub members: Vec<MemberRecord>,
+}
+
+/// A registration: creates the member, or updates its role, address and `last_seen`.
+pub struct NewMember {
+    pub pin: String,
+    pub node: String,
+    pub role: Role,
+    pub address: String,
+    /// The registration's time; refused with [`StoreError::Expired`] if the cluster expires
+    /// at or before it.
+    pub now_ms: i64,
+    /// Refused with [`StoreError::TooManyMembers`] if a new member would pass it.
+    pub max_members: u64,
+    /// Refused with [`StoreError::AtCap`] if the row would take the store past it.
+    pub quota: Quota,
+}
+
+/// Whether a registration created its member or updated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    Joined,
+    Updated,
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -215,6 +292,8 @@ pub struct Inventory {
     pub tombstones: u64,
     /// Keys of live clusters.
     pub keys: u64,
+    /// Members of live clusters.
+    pub members: u64,
     /// Everything stored, as the [`Quota`] counts it.
     pub usage: Usage,
     /// The store cannot write (its disk is full): reads are served, writes refused.
@@ -225,15 +304,25 @@ pub struct Inventory {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Change<'a> {
     pub pin: &'a str,
-    /// The key created or replaced; `None` for the whole cluster (deleted, expired, swept).
-    pub key: Option<&'a str>,
+    pub what: Changed<'a>,
+}
+
+/// What of a cluster a [`Change`] concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed<'a> {
+    /// This key was created or replaced.
+    Key(&'a str),
+    /// A member registered (joined, or registered again).
+    Members,
+    /// The whole cluster: deleted, expired, swept.
+    Cluster,
 }
 
 impl fmt::Debug for Change<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Change")
             .field("pin", &redact(self.pin))
-            .field("key", &self.key)
+            .field("what", &self.what)
             .finish()
     }
 }
@@ -281,10 +370,23 @@ pub trait Store: Send + Sync {
     /// False if there was no such key.
     fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool>;
 
-    /// Deletes a cluster and its keys at once; false if there was no such cluster.
+    /// Registers a member, or updates it (keeping its `joined_ms` and place in the joining
+    /// order); [`StoreError::NoCluster`], [`StoreError::Expired`],
+    /// [`StoreError::TooManyMembers`] and [`StoreError::AtCap`] refuse it.
+    fn put_member(&self, new: NewMember) -> StoreFuture<'_, Registered>;
+
+    /// Every member of `pin` in joining order; `None` if the cluster is not stored.
+    fn members<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<MembersRead>>;
+
+    /// False if there was no such member.
+    fn delete_member(&self, pin: String, node: String) -> StoreFuture<'_, bool>;
+
+    /// Deletes a cluster, its keys and its members at once; false if there was no such
+    /// cluster.
     fn delete_cluster(&self, pin: String) -> StoreFuture<'_, bool>;
 
-    /// Deletes the keys of clusters expired at `now_ms`, and the clusters themselves once
+    /// Deletes the keys and members of clusters expired at `now_ms`, and the clusters
+    /// themselves once
     /// expired before `forget_before_ms`.
     fn sweep(&self, now_ms: i64, forget_before_ms: i64) -> StoreFuture<'_, Swept>;
 

@@ -35,12 +35,15 @@ use anyhow::Context;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::{
-    cluster_bytes, key_bytes, Change, ChangeSink, ClusterRecord, Inventory, KeyRead, KeysRead,
-    NewKey, Quota, Store, StoreError, StoreFuture, Swept, Usage,
+    cluster_bytes, key_bytes, member_bytes, Change, ChangeSink, Changed, ClusterRecord, Inventory,
+    KeyRead, KeysRead, MemberRecord, MembersRead, NewKey, NewMember, Quota, Registered, Role,
+    Store, StoreError, StoreFuture, Swept, Usage,
 };
 
 /// Schema version kept in `PRAGMA user_version`; a newer file is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the members table; a version-1 file gains it when it is opened (every
+/// table is created if missing), and nothing else changed.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS clusters (
@@ -56,6 +59,17 @@ CREATE TABLE IF NOT EXISTS keys (
     PRIMARY KEY (pin, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS clusters_by_expiry ON clusters (expires_ms);
+CREATE TABLE IF NOT EXISTS members (
+    pin           TEXT NOT NULL REFERENCES clusters(pin) ON DELETE CASCADE,
+    node          TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    address       TEXT NOT NULL,
+    -- The joining order within the cluster: timestamps can tie.
+    seq           INTEGER NOT NULL,
+    joined_ms     INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    PRIMARY KEY (pin, node)
+) WITHOUT ROWID;
 ";
 
 impl From<rusqlite::Error> for StoreError {
@@ -73,17 +87,29 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// A cluster as cached: its record and its keys, sorted so that listings are stable.
+/// A cluster as cached: its record, its keys, sorted so that listings are stable, and its
+/// members in joining order.
 struct Cached {
     record: ClusterRecord,
     keys: BTreeMap<String, String>,
+    members: Vec<MemberRecord>,
 }
 
 impl Cached {
-    /// What its keys count against the byte cap.
-    fn keys_bytes(&self) -> u64 {
+    /// What its keys and members count against the byte cap.
+    fn contents_bytes(&self) -> u64 {
         let pin = &self.record.pin;
-        self.keys.iter().map(|(k, v)| key_bytes(pin, k, v)).sum()
+        let keys: u64 = self.keys.iter().map(|(k, v)| key_bytes(pin, k, v)).sum();
+        let members: u64 = self
+            .members
+            .iter()
+            .map(|m| member_bytes(pin, &m.node, &m.address))
+            .sum();
+        keys + members
+    }
+
+    fn member(&self, node: &str) -> Option<&MemberRecord> {
+        self.members.iter().find(|m| m.node == node)
     }
 }
 
@@ -106,6 +132,7 @@ impl Cache {
         let cached = Cached {
             record,
             keys: BTreeMap::new(),
+            members: Vec::new(),
         };
         if let Some(old) = self.clusters.insert(cached.record.pin.clone(), cached) {
             self.forget(&old);
@@ -122,7 +149,7 @@ impl Cache {
 
     fn forget(&mut self, cluster: &Cached) {
         self.usage.clusters -= 1;
-        self.usage.bytes -= cluster_bytes(&cluster.record.pin) + cluster.keys_bytes();
+        self.usage.bytes -= cluster_bytes(&cluster.record.pin) + cluster.contents_bytes();
     }
 
     /// Sets a key of a cached cluster, new or replaced.
@@ -145,12 +172,43 @@ impl Cache {
         }
     }
 
-    fn clear_keys(&mut self, pin: &str) {
+    /// Registers a member of a cached cluster: a new one joins at the end, a known one keeps
+    /// its place and `joined_ms`.
+    fn put_member(&mut self, pin: &str, member: MemberRecord) {
         let Some(cluster) = self.clusters.get_mut(pin) else {
             return;
         };
-        self.usage.bytes -= cluster.keys_bytes();
+        self.usage.bytes += member_bytes(pin, &member.node, &member.address);
+        match cluster.members.iter_mut().find(|m| m.node == member.node) {
+            Some(old) => {
+                self.usage.bytes -= member_bytes(pin, &old.node, &old.address);
+                *old = MemberRecord {
+                    joined_ms: old.joined_ms,
+                    ..member
+                };
+            }
+            None => cluster.members.push(member),
+        }
+    }
+
+    fn remove_member(&mut self, pin: &str, node: &str) {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
+            return;
+        };
+        if let Some(at) = cluster.members.iter().position(|m| m.node == node) {
+            let old = cluster.members.remove(at);
+            self.usage.bytes -= member_bytes(pin, &old.node, &old.address);
+        }
+    }
+
+    /// What the sweep does to an expired cluster it keeps: its keys and members go.
+    fn clear_contents(&mut self, pin: &str) {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
+            return;
+        };
+        self.usage.bytes -= cluster.contents_bytes();
         cluster.keys.clear();
+        cluster.members.clear();
     }
 }
 
@@ -318,9 +376,9 @@ impl Inner {
         }
     }
 
-    fn report(&self, pin: &str, key: Option<&str>) {
+    fn report(&self, pin: &str, what: Changed<'_>) {
         if let Some(sink) = self.sink.get() {
-            sink(Change { pin, key });
+            sink(Change { pin, what });
         }
     }
 }
@@ -372,6 +430,28 @@ fn load(conn: &Connection) -> anyhow::Result<Cache> {
         let (pin, key, value) = row?;
         // The foreign key guarantees the cluster exists.
         cache.set_key(&pin, key, value);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT pin, node, role, address, joined_ms, last_seen_ms FROM members ORDER BY pin, seq",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            MemberRecord {
+                node: row.get(1)?,
+                role: Role::Worker,
+                address: row.get(3)?,
+                joined_ms: row.get(4)?,
+                last_seen_ms: row.get(5)?,
+            },
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (pin, member, role) = row?;
+        let role = Role::parse(&role)
+            .ok_or_else(|| anyhow::anyhow!("a member role in the store is malformed"))?;
+        cache.put_member(&pin, MemberRecord { role, ..member });
     }
     Ok(cache)
 }
@@ -448,7 +528,7 @@ impl Store for SqliteStore {
             conn.prepare_cached("INSERT INTO keys (pin, key, value) VALUES (?1, ?2, ?3)")?
                 .execute(params![new.pin, new.key, new.value])?;
             inner.modify(|cache| cache.set_key(&new.pin, new.key.clone(), new.value));
-            inner.report(&new.pin, Some(&new.key));
+            inner.report(&new.pin, Changed::Key(&new.key));
             Ok(())
         })
     }
@@ -478,7 +558,7 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             inner.modify(|cache| cache.set_key(&pin, key.clone(), value));
-            inner.report(&pin, Some(&key));
+            inner.report(&pin, Changed::Key(&key));
             Ok(true)
         })
     }
@@ -496,24 +576,113 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_member(&self, new: NewMember) -> StoreFuture<'_, Registered> {
+        self.write(move |inner, conn| {
+            let known = {
+                // Writes are serialized, so these checks still hold at the write.
+                let cache = inner.read();
+                let cluster = cache.get(&new.pin).ok_or(StoreError::NoCluster)?;
+                if cluster.record.expires_ms <= new.now_ms {
+                    return Err(StoreError::Expired);
+                }
+                let growth = match cluster.member(&new.node) {
+                    Some(old) => new.address.len().saturating_sub(old.address.len()) as u64,
+                    None if cluster.members.len() as u64 >= new.max_members => {
+                        return Err(StoreError::TooManyMembers(new.max_members))
+                    }
+                    None => member_bytes(&new.pin, &new.node, &new.address),
+                };
+                new.quota
+                    .admits(cache.usage, 0, growth)
+                    .map_err(StoreError::AtCap)?;
+                cluster.member(&new.node).is_some()
+            };
+            let role = new.role.as_str();
+            if known {
+                conn.prepare_cached(
+                    "UPDATE members SET role = ?3, address = ?4, last_seen_ms = ?5
+                     WHERE pin = ?1 AND node = ?2",
+                )?
+                .execute(params![
+                    new.pin,
+                    new.node,
+                    role,
+                    new.address,
+                    new.now_ms
+                ])?;
+            } else {
+                conn.prepare_cached(
+                    "INSERT INTO members (pin, node, role, address, seq, joined_ms, last_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4,
+                             (SELECT COALESCE(MAX(seq), 0) + 1 FROM members WHERE pin = ?1),
+                             ?5, ?5)",
+                )?
+                .execute(params![
+                    new.pin,
+                    new.node,
+                    role,
+                    new.address,
+                    new.now_ms
+                ])?;
+            }
+            let member = MemberRecord {
+                node: new.node,
+                role: new.role,
+                address: new.address,
+                joined_ms: new.now_ms,
+                last_seen_ms: new.now_ms,
+            };
+            inner.modify(|cache| cache.put_member(&new.pin, member));
+            inner.report(&new.pin, Changed::Members);
+            Ok(if known {
+                Registered::Updated
+            } else {
+                Registered::Joined
+            })
+        })
+    }
+
+    fn members<'a>(&'a self, pin: &'a str) -> StoreFuture<'a, Option<MembersRead>> {
+        ready(self.inner.read().get(pin).map(|c| MembersRead {
+            expires_ms: c.record.expires_ms,
+            members: c.members.clone(),
+        }))
+    }
+
+    fn delete_member(&self, pin: String, node: String) -> StoreFuture<'_, bool> {
+        self.write(move |inner, conn| {
+            let changed = conn
+                .prepare_cached("DELETE FROM members WHERE pin = ?1 AND node = ?2")?
+                .execute(params![pin, node])?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            inner.modify(|cache| cache.remove_member(&pin, &node));
+            Ok(true)
+        })
+    }
+
     fn delete_cluster(&self, pin: String) -> StoreFuture<'_, bool> {
         self.write(move |inner, conn| {
             let tx = conn.transaction()?;
             tx.execute("DELETE FROM keys WHERE pin = ?1", params![pin])?;
+            tx.execute("DELETE FROM members WHERE pin = ?1", params![pin])?;
             let changed = tx.execute("DELETE FROM clusters WHERE pin = ?1", params![pin])?;
             tx.commit()?;
             if changed == 0 {
                 return Ok(false);
             }
             inner.modify(|cache| cache.remove_cluster(&pin));
-            inner.report(&pin, None);
+            inner.report(&pin, Changed::Cluster);
             Ok(true)
         })
     }
 
     fn sweep(&self, now_ms: i64, forget_before_ms: i64) -> StoreFuture<'_, Swept> {
         self.write(move |inner, conn| {
-            let emptied = |c: &Cached| c.record.expires_ms <= now_ms && !c.keys.is_empty();
+            let emptied = |c: &Cached| {
+                c.record.expires_ms <= now_ms && !(c.keys.is_empty() && c.members.is_empty())
+            };
             let forgotten = |c: &Cached| c.record.expires_ms <= forget_before_ms;
             let due: Vec<String> = inner
                 .read()
@@ -532,6 +701,11 @@ impl Store for SqliteStore {
                 params![now_ms],
             )?;
             tx.execute(
+                "DELETE FROM members WHERE pin IN \
+                 (SELECT pin FROM clusters WHERE expires_ms <= ?1)",
+                params![now_ms],
+            )?;
+            tx.execute(
                 "DELETE FROM clusters WHERE expires_ms <= ?1",
                 params![forget_before_ms],
             )?;
@@ -546,14 +720,14 @@ impl Store for SqliteStore {
                         cache.remove_cluster(pin);
                         swept.forgotten += 1;
                     } else {
-                        cache.clear_keys(pin);
+                        cache.clear_contents(pin);
                         swept.emptied += 1;
                     }
                 }
                 swept
             });
             for pin in &due {
-                inner.report(pin, None);
+                inner.report(pin, Changed::Cluster);
             }
             Ok(swept)
         })
@@ -572,6 +746,7 @@ impl Store for SqliteStore {
             } else {
                 inventory.clusters += 1;
                 inventory.keys += cluster.keys.len() as u64;
+                inventory.members += cluster.members.len() as u64;
             }
         }
         ready(inventory)
@@ -631,6 +806,29 @@ mod tests {
             max_keys: 10,
             quota: Quota::default(),
         }
+    }
+
+    const NODE_A: &str = "aaaaaaaaaaaaaaaa";
+    const NODE_B: &str = "bbbbbbbbbbbbbbbb";
+
+    fn new_member(pin: &str, node: &str, address: &str) -> NewMember {
+        NewMember {
+            pin: pin.into(),
+            node: node.into(),
+            role: Role::Worker,
+            address: address.into(),
+            now_ms: 1_500,
+            max_members: 2,
+            quota: Quota::default(),
+        }
+    }
+
+    async fn nodes(store: &SqliteStore, pin: &str) -> Vec<String> {
+        let read = store.members(pin).await.unwrap().unwrap_or(MembersRead {
+            expires_ms: 0,
+            members: Vec::new(),
+        });
+        read.members.into_iter().map(|m| m.node).collect()
     }
 
     async fn value(store: &SqliteStore, pin: &str, key: &str) -> Option<String> {
@@ -743,6 +941,141 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn members_keep_their_joining_order_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.sqlite3");
+        let pin = "aaaaaaaaaaaa";
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .create_cluster(record(pin), Quota::default())
+                .await
+                .unwrap();
+            let joined = store.put_member(new_member(pin, NODE_B, "10.0.0.2")).await;
+            assert_eq!(joined, Ok(Registered::Joined));
+            store
+                .put_member(new_member(pin, NODE_A, "10.0.0.1"))
+                .await
+                .unwrap();
+            let again = NewMember {
+                now_ms: 1_600,
+                role: Role::Master,
+                ..new_member(pin, NODE_B, "10.0.0.22")
+            };
+            assert_eq!(store.put_member(again).await, Ok(Registered::Updated));
+            let third = store.put_member(new_member(pin, "cccccccccccccccc", "10.0.0.3"));
+            assert_eq!(third.await, Err(StoreError::TooManyMembers(2)));
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let read = store.members(pin).await.unwrap().unwrap();
+        assert_eq!(
+            read.members[0],
+            MemberRecord {
+                node: NODE_B.into(),
+                role: Role::Master,
+                address: "10.0.0.22".into(),
+                joined_ms: 1_500,
+                last_seen_ms: 1_600,
+            }
+        );
+        assert_eq!(nodes(&store, pin).await, [NODE_B, NODE_A]);
+        let usage = store.inventory(0).await.unwrap().usage.bytes;
+        assert_eq!(
+            usage,
+            cluster_bytes(pin)
+                + member_bytes(pin, NODE_A, "10.0.0.1")
+                + member_bytes(pin, NODE_B, "10.0.0.22")
+        );
+        assert!(store
+            .delete_member(pin.into(), NODE_B.into())
+            .await
+            .unwrap());
+        assert!(!store
+            .delete_member(pin.into(), NODE_B.into())
+            .await
+            .unwrap());
+        // A node that comes back after its deletion joins at the end.
+        store
+            .put_member(new_member(pin, NODE_B, "10.0.0.2"))
+            .await
+            .unwrap();
+        assert_eq!(nodes(&store, pin).await, [NODE_A, NODE_B]);
+        // The sweep empties an expired cluster of its members as of its keys.
+        assert_eq!(store.sweep(2_000, 0).await.unwrap().emptied, 1);
+        assert!(nodes(&store, pin).await.is_empty());
+        assert_eq!(
+            store.inventory(0).await.unwrap().usage.bytes,
+            cluster_bytes(pin)
+        );
+    }
+
+    #[tokio::test]
+    async fn members_count_against_the_byte_cap() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let pin = "aaaaaaaaaaaa";
+        store
+            .create_cluster(record(pin), Quota::default())
+            .await
+            .unwrap();
+        let quota = Quota {
+            max_clusters: 0,
+            max_bytes: cluster_bytes(pin) + member_bytes(pin, NODE_A, "10.0.0.1"),
+        };
+        let capped = |node: &str, address: &str| NewMember {
+            quota,
+            ..new_member(pin, node, address)
+        };
+        store.put_member(capped(NODE_A, "10.0.0.1")).await.unwrap();
+        let full = Err(StoreError::AtCap(Cap::Bytes(quota.max_bytes)));
+        assert_eq!(store.put_member(capped(NODE_B, "10.0.0.2")).await, full);
+        assert_eq!(store.put_member(capped(NODE_A, "10.0.0.10")).await, full);
+        // Registering again with an address no longer than before needs no more bytes.
+        let again = store.put_member(capped(NODE_A, "10.0.0.2")).await;
+        assert_eq!(again, Ok(Registered::Updated));
+        assert_eq!(nodes(&store, pin).await, [NODE_A]);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_gains_the_members_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.sqlite3");
+        {
+            // The schema of version 1, as it was written.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE clusters (pin TEXT PRIMARY KEY NOT NULL, created_ms INTEGER NOT NULL,
+                     expires_ms INTEGER NOT NULL, token_hash BLOB NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE keys (pin TEXT NOT NULL REFERENCES clusters(pin) ON DELETE CASCADE,
+                     key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (pin, key)) WITHOUT ROWID;
+                 CREATE INDEX clusters_by_expiry ON clusters (expires_ms);
+                 INSERT INTO clusters VALUES ('aaaaaaaaaaaa', 1000, 2000, zeroblob(32));
+                 INSERT INTO keys VALUES ('aaaaaaaaaaaa', 'master_ip', '10.0.0.1');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(
+                value(&store, "aaaaaaaaaaaa", "master_ip").await.as_deref(),
+                Some("10.0.0.1")
+            );
+            store
+                .put_member(new_member("aaaaaaaaaaaa", NODE_A, "10.0.0.1"))
+                .await
+                .unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(nodes(&store, "aaaaaaaaaaaa").await, [NODE_A]);
+    }
+
     #[test]
     fn a_second_server_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -800,7 +1133,7 @@ mod tests {
             Arc::new(move |change: Change<'_>| {
                 seen.lock()
                     .unwrap()
-                    .push((change.pin.to_string(), change.key.map(str::to_string)))
+                    .push((change.pin.to_string(), format!("{:?}", change.what)))
             })
         });
         let pin = "aaaaaaaaaaaa".to_string();
@@ -816,12 +1149,25 @@ mod tests {
             .await
             .unwrap();
         store.delete_key(pin.clone(), "k".into()).await.unwrap();
+        store
+            .put_member(new_member(&pin, NODE_A, "10.0.0.1"))
+            .await
+            .unwrap();
+        store
+            .delete_member(pin.clone(), NODE_A.into())
+            .await
+            .unwrap();
         store.delete_cluster(pin.clone()).await.unwrap();
-        let k = Some("k".to_string());
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![(pin.clone(), k.clone()), (pin.clone(), k), (pin, None)]
-        );
+        let seen: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, what)| {
+                assert_eq!(*p, pin);
+                what.clone()
+            })
+            .collect();
+        assert_eq!(seen, ["Key(\"k\")", "Key(\"k\")", "Members", "Cluster"]);
     }
 
     #[tokio::test]
@@ -831,7 +1177,7 @@ mod tests {
         store.subscribe({
             let reported = Arc::clone(&reported);
             Arc::new(move |change: Change<'_>| {
-                if change.key.is_none() {
+                if change.what == Changed::Cluster {
                     reported.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             })
@@ -860,6 +1206,7 @@ mod tests {
                 clusters: 0,
                 tombstones: 1,
                 keys: 0,
+                members: 0,
                 usage: Usage {
                     clusters: 1,
                     bytes: cluster_bytes("aaaaaaaaaaaa"),
