@@ -66,8 +66,7 @@ impl MissLimiter {
         if bucket.tokens >= 1.0 {
             Ok(())
         } else {
-            let wait = (1.0 - bucket.tokens) / self.per_sec;
-            Err(Duration::from_secs_f64(wait.ceil().max(1.0)))
+            Err(self.retry_after(bucket))
         }
     }
 
@@ -77,18 +76,7 @@ impl MissLimiter {
             return;
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED {
-            self.forget_full(&mut buckets, now);
-            if buckets.len() >= MAX_TRACKED {
-                // Under a flood from that many addresses, forgetting is the lesser harm.
-                buckets.clear();
-            }
-        }
-        let bucket = buckets.entry(bucket_key(client)).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        self.refill(bucket, now);
+        let bucket = self.bucket(&mut buckets, client, now);
         bucket.tokens = (bucket.tokens - 1.0).max(0.0);
     }
 
@@ -99,10 +87,28 @@ impl MissLimiter {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = self.bucket(&mut buckets, client, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.retry_after(bucket))
+        }
+    }
+
+    /// `client`'s bucket, refilled to `now`; a new, full one for a client not tracked yet,
+    /// making room first when [`MAX_TRACKED`] clients are.
+    fn bucket<'b>(
+        &self,
+        buckets: &'b mut HashMap<IpAddr, Bucket>,
+        client: IpAddr,
+        now: Instant,
+    ) -> &'b mut Bucket {
         let key = bucket_key(client);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
-            self.forget_full(&mut buckets, now);
+            self.forget_full(buckets, now);
             if buckets.len() >= MAX_TRACKED {
+                // Under a flood from that many addresses, forgetting is the lesser harm.
                 buckets.clear();
             }
         }
@@ -111,13 +117,13 @@ impl MissLimiter {
             updated: now,
         });
         self.refill(bucket, now);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / self.per_sec;
-            Err(Duration::from_secs_f64(wait.ceil().max(1.0)))
-        }
+        bucket
+    }
+
+    /// How long until `bucket` holds a whole token again, in whole seconds, at least one.
+    fn retry_after(&self, bucket: &Bucket) -> Duration {
+        let wait = (1.0 - bucket.tokens) / self.per_sec;
+        Duration::from_secs_f64(wait.ceil().max(1.0))
     }
 
     /// Forgets clients whose bucket has refilled: they are as good as new.
