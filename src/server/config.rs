@@ -19,11 +19,13 @@ pub struct Config {
     /// Address and port to listen on (port 0: any free port, printed at start).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The durable store, a SQLite file; its directory is created if missing.
+    /// The durable store: a SQLite file (its directory is created if missing), or a
+    /// PostgreSQL database shared by replicas: a postgres:// or postgresql:// URL, or libpq's
+    /// "host=/run/postgresql dbname=pins" form (password from PGPASSWORD or ~/.pgpass).
     /// [default: $STATE_DIRECTORY/pins.sqlite3 under systemd, else /var/lib/clusterctx-pin-service/pins.sqlite3]
     // `None` in a `Config` made in code keeps everything in memory (tests, throw-away
     // servers); `serve` fills in the default path instead.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// How long a PIN (and its keys) lives after creation, e.g. 24h, 90m, 10s.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = positive_duration)]

@@ -390,10 +390,10 @@ pub fn document() -> Value {
     );
     paths.insert(
         ROUTE_HEALTHZ.into(),
-        json!({ "get": operation("healthz", "Liveness", json!({
+        json!({ "get": operation("healthz", "Readiness", json!({
             "200": text_body("Serving", TEXT),
             "408": error("The request took longer than the time limit"),
-            "503": text_body("Shutting down", TEXT)
+            "503": text_body("Not ready: shutting down, or the store (database) cannot be reached", TEXT)
         })) }),
     );
     paths.insert(

@@ -190,6 +190,16 @@ mod tests {
         assert_eq!(waiters.wakeups(), 7);
         assert!(woken(&mut on_b));
         assert!(!woken(&mut on_other));
+        // Everything (a reconnect to a shared database): every waiter of every PIN.
+        let mut on_other_again = Box::pin(other_pin.notified());
+        on_other_again.as_mut().enable();
+        waiters.changed(Change {
+            pin: "",
+            what: Changed::Everything,
+        });
+        assert_eq!(waiters.wakeups(), 12);
+        assert!(woken(&mut on_other_again));
+        drop(on_other_again);
         drop((on_a, on_b, on_other, on_members));
         drop((a, a_again, b, other_pin, members));
         assert!(waiters.slots().is_empty(), "slots go with their waiters");

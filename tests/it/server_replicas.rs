@@ -293,3 +293,70 @@ async fn serve_started_before_its_database_comes_ready_when_it_is() {
         "the schema was created when the database came up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_hold_across_replicas_under_concurrent_writes() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let servers: Vec<ServeProcess> = (0..3)
+        .map(|_| {
+            ServeProcess::start(
+                std::path::Path::new(&url),
+                &[
+                    "--create-burst",
+                    "0",
+                    "--max-clusters",
+                    "5",
+                    "--max-keys",
+                    "3",
+                ],
+            )
+        })
+        .collect();
+    let client = client();
+    // Clusters: 12 concurrent creates over three replicas, room for 5.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (client, url) = (client.clone(), servers[i % 3].url.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(format!("{url}/api/v1/clusters"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [201; 5].into_iter().chain([507; 7]).collect::<Vec<_>>()
+    );
+    // Keys of one cluster: 9 different keys at once, room for 3. The cluster cap is full,
+    // so the cluster comes from the database.
+    let pin = String::from_utf8(pg.psql("SELECT pin FROM clusters LIMIT 1").stdout).unwrap();
+    let pin = pin.trim().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..9 {
+        let (client, url, pin) = (client.clone(), servers[i % 3].url.clone(), pin.clone());
+        tasks.push(tokio::spawn(async move {
+            post_key(&client, &url, &pin, &format!("k{i}"), "v").await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [201; 3].into_iter().chain([403; 6]).collect::<Vec<_>>()
+    );
+    let count = pg.psql(&format!("SELECT count(*) FROM keys WHERE pin = '{pin}'"));
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "3");
+}

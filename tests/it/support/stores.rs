@@ -50,12 +50,12 @@ macro_rules! both_stores {
 
                 async fn run($backend: $crate::support::stores::Backend) $body
 
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     run($crate::support::stores::Backend::Sqlite).await
                 }
 
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     run($crate::support::stores::Backend::Postgres).await
                 }
