@@ -360,3 +360,26 @@ async fn caps_hold_across_replicas_under_concurrent_writes() {
     let count = pg.psql(&format!("SELECT count(*) FROM keys WHERE pin = '{pin}'"));
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified() {
+    use clusterctx::server::store::{postgres::PgStore, StoreError};
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::support::tls::make_certificate(certs.path());
+    let pg = Postgres::start_tls(&cert, &key);
+    let base = format!("postgres://postgres@localhost:{}/postgres", pg.port);
+    // Verified against the test's CA: connects (the server takes TLS only).
+    let store = PgStore::open(&format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    ))
+    .unwrap();
+    store.connect().await.expect("TLS with the right CA");
+    // `require` verifies too: against the system's roots, which do not know the test CA.
+    let store = PgStore::open(&format!("{base}?sslmode=require")).unwrap();
+    let err = store.connect().await.expect_err("an unknown CA is refused");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    // And without TLS the server refuses us: the first connection did use TLS.
+    let store = PgStore::open(&base).unwrap();
+    assert!(store.connect().await.is_err());
+}

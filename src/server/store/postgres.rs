@@ -366,16 +366,31 @@ impl From<tokio_postgres::Error> for StoreError {
             Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict,
             Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NoCluster,
             Some(code) if *code == SqlState::DISK_FULL => StoreError::Full,
-            _ => StoreError::Unavailable(format!("PostgreSQL: {err}")),
+            _ => StoreError::Unavailable(format!("PostgreSQL: {}", chain(&err))),
         }
     }
+}
+
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate ...").
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn pool_failed(err: deadpool_postgres::PoolError) -> StoreError {
     match err {
         deadpool_postgres::PoolError::Backend(err) => err.into(),
         deadpool_postgres::PoolError::Closed => StoreError::Closed,
-        other => StoreError::Unavailable(format!("PostgreSQL: {other}")),
+        other => StoreError::Unavailable(format!("PostgreSQL: {}", chain(&other))),
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     child: Option<Child>,
     pub port: u16,
+    /// More `-c` settings of the server.
+    options: Vec<String>,
 }
 
 /// `program` as the `postgres` user when we are root. Started with setuid in the child, not
@@ -49,6 +51,36 @@ fn free_port() -> u16 {
 impl Postgres {
     /// initdb and start; waits until it takes connections.
     pub fn start() -> Postgres {
+        let mut pg = Postgres::init();
+        pg.start_server();
+        pg
+    }
+
+    /// initdb, and a server that takes TCP connections only over TLS (`hostssl` in
+    /// pg_hba.conf) with `cert` and `key`; the Unix socket stays plain, for psql.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        let mut pg = Postgres::init();
+        let data = pg.data();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = data.join(to);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some(user) = postgres_user() {
+                nix::unistd::chown(&to, Some(user.uid), Some(user.gid)).unwrap();
+            }
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        pg.options = vec!["ssl=on".into()];
+        pg.start_server();
+        pg
+    }
+
+    fn init() -> Postgres {
         let dir = tempfile::Builder::new()
             .prefix("clusterctx-pg-")
             .tempdir()
@@ -78,13 +110,12 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&status.stderr)
         );
-        let mut pg = Postgres {
+        Postgres {
             dir,
             child: None,
             port: free_port(),
-        };
-        pg.start_server();
-        pg
+            options: Vec::new(),
+        }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -107,6 +138,7 @@ impl Postgres {
                 "unix_socket_directories={}",
                 self.dir.path().display()
             ))
+            .args(self.options.iter().flat_map(|o| ["-c", o.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
