@@ -359,6 +359,15 @@ async fn caps_hold_across_replicas_under_concurrent_writes() {
     );
     let count = pg.psql(&format!("SELECT count(*) FROM keys WHERE pin = '{pin}'"));
     assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "3");
+    // The usage row the caps read is what the tables hold, after every refusal.
+    let recount = pg.psql(
+        "SELECT u.clusters = (SELECT count(*) FROM clusters) AND u.bytes =
+             (SELECT sum(octet_length(pin) + 48) FROM clusters)
+             + (SELECT coalesce(sum(octet_length(pin) + octet_length(key) + octet_length(value)), 0)
+                FROM keys)
+         FROM usage u",
+    );
+    assert_eq!(String::from_utf8_lossy(&recount.stdout).trim(), "t");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,4 +391,93 @@ async fn tls_to_the_database_is_verified() {
     // And without TLS the server refuses us: the first connection did use TLS.
     let store = PgStore::open(&base).unwrap();
     assert!(store.connect().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_empties_then_forgets_expired_pins_across_replicas() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let args = [
+        "--create-burst",
+        "0",
+        "--ttl",
+        "2s",
+        "--sweep-interval",
+        "200ms",
+        "--tombstone-for",
+        "2s",
+    ];
+    let servers: Vec<ServeProcess> = (0..3)
+        .map(|_| ServeProcess::start(std::path::Path::new(&url), &args))
+        .collect();
+    let client = client();
+    let (pin, _) = create_cluster(&client, &servers[0].url).await;
+    let created = Instant::now();
+    assert_eq!(
+        post_key(&client, &servers[1].url, &pin, "k", "v").await,
+        201
+    );
+    let sql = |q: &str| {
+        String::from_utf8(pg.psql(q).stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    // Expired: 410 from every replica, then the keys are swept while the PIN stays a
+    // tombstone.
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(created.elapsed())).await;
+    for server in &servers {
+        let (status, _) = get_text(&client, &format!("{}/api/v1/clusters/{pin}", server.url)).await;
+        assert_eq!(status, 410);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sql(&format!("SELECT count(*) FROM keys WHERE pin = '{pin}'")) != "0" {
+        assert!(Instant::now() < deadline, "the keys were never swept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Forgotten after the tombstone time: 404, and the usage row counts nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sql("SELECT count(*) FROM clusters") != "0" {
+        assert!(Instant::now() < deadline, "the PIN was never forgotten");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = get_text(
+        &client,
+        &format!("{}/api/v1/clusters/{pin}", servers[2].url),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(sql("SELECT clusters, bytes FROM usage"), "0|0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_the_schema_once() {
+    use clusterctx::server::store::postgres::{PgStore, SCHEMA_VERSION};
+    let pg = Postgres::start();
+    let stores: Vec<PgStore> = (0..4).map(|_| PgStore::open(&pg.url()).unwrap()).collect();
+    let mut tasks = Vec::new();
+    for store in stores {
+        tasks.push(tokio::spawn(async move { store.connect().await }));
+    }
+    for task in tasks {
+        task.await
+            .unwrap()
+            .expect("every replica finds the schema it needs");
+    }
+    let versions = pg.psql("SELECT version FROM schema_version");
+    assert_eq!(
+        String::from_utf8_lossy(&versions.stdout).trim(),
+        SCHEMA_VERSION.to_string()
+    );
+    // A database written by a newer clusterctx is refused, not misread.
+    assert!(pg
+        .psql("UPDATE schema_version SET version = 99")
+        .status
+        .success());
+    let err = PgStore::open(&pg.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("newer clusterctx"), "{err}");
 }
