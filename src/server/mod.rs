@@ -158,6 +158,15 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     // Before the store: a bad certificate should not leave a new store file behind.
     let tls = tls_acceptor(&config)?;
     let db = config.db.clone();
+    if let Some(url) = db
+        .as_deref()
+        .filter(|db| store::postgres::is_postgres(db))
+        .and_then(|db| db.to_str())
+    {
+        // Not connected yet: a database that is not up answers 503 until it is.
+        let store = Arc::new(store::postgres::PgStore::open(url)?);
+        return serve_on(config, tls, store).await;
+    }
     let store: Arc<dyn store::Store> = tokio::task::spawn_blocking(move || {
         anyhow::Ok(Arc::new(store::sqlite::SqliteStore::open_at(
             db.as_deref(),
@@ -224,7 +233,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let db = config
         .db
         .as_ref()
-        .map_or_else(|| "memory".to_string(), |p| p.display().to_string());
+        .map_or_else(|| "memory".to_string(), |p| describe_db(p));
     tracing::info!(
         "listening on {} (store {db}, PINs live {}, {})",
         server.url(),
@@ -242,6 +251,16 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     server.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The store for logs: a PostgreSQL target without its password.
+fn describe_db(db: &std::path::Path) -> String {
+    match db.to_str().filter(|_| store::postgres::is_postgres(db)) {
+        Some(text) => store::postgres::parse(text)
+            .map(|target| target.describe())
+            .unwrap_or_else(|_| "postgres (unparsable)".into()),
+        None => db.display().to_string(),
+    }
 }
 
 /// Reclaims expired PINs every `sweep_interval` (answers do not wait for it: expiry is checked

@@ -404,18 +404,27 @@ fn render_item(key: String, value: String, json: bool) -> Response {
     }
 }
 
-/// Liveness for load balancers and systemd watchers; 503 while draining, so a balancer stops
-/// sending new work before the process exits.
+/// Readiness for load balancers and systemd watchers: 503 while draining, so a balancer stops
+/// sending new work before the process exits, and while the store cannot serve (a database
+/// that cannot be reached), so it sends the work to another replica.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_shutting_down() {
+    let unavailable = |why: String| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, TEXT_PLAIN)],
-            "shutting down\n",
+            [
+                (header::CONTENT_TYPE, TEXT_PLAIN),
+                (header::RETRY_AFTER, "1"),
+            ],
+            why,
         )
             .into_response()
-    } else {
-        ([(header::CONTENT_TYPE, TEXT_PLAIN)], "ok\n").into_response()
+    };
+    if state.is_shutting_down() {
+        return unavailable("shutting down\n".into());
+    }
+    match state.store_ready().await {
+        Ok(()) => ([(header::CONTENT_TYPE, TEXT_PLAIN)], "ok\n").into_response(),
+        Err(err) => unavailable(format!("not ready: the store is unavailable: {err}\n")),
     }
 }
 

@@ -457,6 +457,14 @@ impl AppState {
     }
 
     /// Long-poll waiters woken by changes so far.
+    /// Whether the store can serve now, within a second.
+    pub(crate) async fn store_ready(&self) -> Result<(), StoreError> {
+        match tokio::time::timeout(Duration::from_secs(1), self.store.ready()).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable("no answer within 1 s".into())),
+        }
+    }
+
     pub(crate) fn wakeups(&self) -> u64 {
         self.waiters.wakeups()
     }

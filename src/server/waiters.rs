@@ -66,18 +66,23 @@ impl Waiters {
     /// Wakes the waiters a committed change concerns.
     pub(crate) fn changed(&self, change: Change<'_>) {
         let slots = self.slots();
-        let Some(keys) = slots.get(change.pin) else {
-            return;
-        };
         let mut woken = 0;
         let mut wake = |slot: &Slot| {
             slot.notify.notify_waiters();
             woken += slot.waiters;
         };
+        if change.what == Changed::Everything {
+            slots.values().flat_map(|keys| keys.values()).for_each(wake);
+            self.wakeups.fetch_add(woken, Ordering::Relaxed);
+            return;
+        }
+        let Some(keys) = slots.get(change.pin) else {
+            return;
+        };
         match change.what {
             Changed::Key(key) => keys.get(key).into_iter().for_each(&mut wake),
             Changed::Members => keys.get(MEMBERS).into_iter().for_each(&mut wake),
-            Changed::Cluster => keys.values().for_each(&mut wake),
+            Changed::Cluster | Changed::Everything => keys.values().for_each(&mut wake),
         }
         self.wakeups.fetch_add(woken, Ordering::Relaxed);
     }

@@ -8,7 +8,9 @@
 //!   `agent_failover`: several service URLs, transient failures moving to the next;
 //!   `agent_sealed`: sealed clusters, and what the service and the logs never hold.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts;
-//!   its limits, caps and a real full tmpfs; `server_members`: cluster membership.
+//!   its limits, caps and a real full tmpfs; `server_members`: cluster membership;
+//!   `server_replicas`: several `serve` processes on one throw-away PostgreSQL
+//!   (`support::postgres`); `support::stores` runs the API suite on both stores.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
 //! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
 //!   Chromium creating a PIN and watching the cluster form.
@@ -55,6 +57,8 @@ mod server_live;
 mod server_members;
 #[cfg(feature = "server")]
 mod server_openapi;
+#[cfg(feature = "server")]
+mod server_replicas;
 #[cfg(feature = "server")]
 mod web_browser;
 #[cfg(feature = "server")]

@@ -153,6 +153,10 @@ impl Store for FaultyStore {
         self.read(self.inner.inventory(now_ms))
     }
 
+    fn ready(&self) -> StoreFuture<'_, ()> {
+        self.read(self.inner.ready())
+    }
+
     fn close(&self) {
         self.inner.close();
     }

@@ -6,12 +6,15 @@
 //!
 //! - [`sqlite`]: one process, one SQLite file (or memory), with every cluster cached in memory
 //!   so that reads cost a map lookup.
+//! - [`postgres`]: PostgreSQL, shared by any number of replicas, woken across them by
+//!   LISTEN/NOTIFY.
 //! - [`faulty`]: wraps another store and fails or delays its operations on demand, for tests.
 //!
 //! Every operation is async and may be served by another machine: nothing here assumes that
 //! the process holds the data. This module imports nothing else of the server.
 
 pub mod faulty;
+pub mod postgres;
 pub mod sqlite;
 
 use std::{
@@ -316,6 +319,10 @@ pub enum Changed<'a> {
     Members,
     /// The whole cluster: deleted, expired, swept.
     Cluster,
+    /// Anything may have changed (the store may have missed reports, e.g. while its
+    /// notification connection was down): every waiter of every PIN re-checks. The PIN of
+    /// such a change means nothing.
+    Everything,
 }
 
 impl fmt::Debug for Change<'_> {
@@ -392,6 +399,11 @@ pub trait Store: Send + Sync {
 
     /// Counts at `now_ms`, and whether the store takes writes.
     fn inventory(&self, now_ms: i64) -> StoreFuture<'_, Inventory>;
+
+    /// Whether the store can serve requests now (readiness, `/healthz`); by default, always.
+    fn ready(&self) -> StoreFuture<'_, ()> {
+        StoreFuture::ready(Ok(()))
+    }
 
     /// Stops taking writes ([`StoreError::Closed`] from then on) and releases the storage.
     /// Nothing acknowledged is lost.

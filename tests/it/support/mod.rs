@@ -7,7 +7,11 @@ pub mod faulty;
 #[cfg(feature = "server")]
 pub mod legacy;
 #[cfg(feature = "server")]
+pub mod postgres;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod stores;
 #[cfg(feature = "server")]
 pub mod tls;
 
