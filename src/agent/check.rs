@@ -36,7 +36,20 @@ pub fn report(plan: &Plan, recorded: Option<(&Path, &State)>) -> String {
         let _ = writeln!(out, "warning: {warning}");
     }
     let _ = writeln!(out, "cluster PIN: {}", config.pin);
-    let _ = writeln!(out, "PIN service: {}", config.service_url);
+    match config.service_urls.as_slice() {
+        [one] => {
+            let _ = writeln!(out, "PIN service: {one}");
+        }
+        several => {
+            let _ = writeln!(
+                out,
+                "PIN services (in this order; a transient failure moves to the next):"
+            );
+            for url in several {
+                let _ = writeln!(out, "  {url}");
+            }
+        }
+    }
     let _ = writeln!(out, "role: {}", config.role);
     let _ = writeln!(
         out,

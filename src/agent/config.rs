@@ -11,6 +11,9 @@ use crate::{
 /// Where the legacy service lived; the default when the block names none.
 pub const DEFAULT_SERVICE_URL: &str = "https://cernvm-online.cern.ch";
 
+/// More URLs than this is a mistake (each one can cost a connect timeout per try).
+pub const MAX_SERVICE_URLS: usize = 8;
+
 /// Keys the agent reads from the ucernvm block. The first three are the legacy ones.
 pub mod keys {
     pub const PIN: &str = "cvm_cluster_pin";
@@ -111,8 +114,9 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_interval)]
     pub interval: Option<Duration>,
     /// The PIN service URL (default: cvm_service_url, else https://cernvm-online.cern.ch).
+    /// Repeat it (or give URL1,URL2) for replicas: a transient failure moves to the next.
     #[arg(long, value_name = "URL")]
-    pub service_url: Option<String>,
+    pub service_url: Vec<String>,
     /// Extra trusted CA certificates (PEM) for an https service (or cvm_cluster_ca_file).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -149,8 +153,11 @@ fn parse_pin(text: &str) -> Result<Pin, std::convert::Infallible> {
 pub struct AgentConfig {
     pub pin: Pin,
     pub role: RoleRequest,
-    /// Normalized base URL of the PIN service.
-    pub service_url: String,
+    /// Normalized base URLs of the PIN service, in the order given: replicas of one
+    /// service, tried in turn on transient failures ([`crate::client::failover`]).
+    pub service_urls: Vec<String>,
+    /// The same as one comma-separated text, for log fields and messages.
+    pub service_label: String,
     pub address: AddressChoice,
     pub policy: RetryPolicy,
     /// Workers wait for `master_ready` before fetching values (the legacy behaviour).
@@ -194,22 +201,45 @@ impl AgentConfig {
             .role
             .unwrap_or_else(|| RoleRequest::from_block_value(from_block(keys::MASTER)));
 
-        let raw_url = overrides
-            .service_url
-            .as_deref()
-            .or_else(|| from_block(keys::SERVICE_URL))
-            .unwrap_or(DEFAULT_SERVICE_URL);
-        let (service_url, schemeless) =
-            normalize_service_url(raw_url).map_err(|e| ConfigError {
-                key: keys::SERVICE_URL,
-                message: e.to_string(),
-            })?;
-        if schemeless {
-            warnings.push(format!(
-                "{}={raw_url} has no scheme; using plain http as the legacy agent did ({service_url})",
-                keys::SERVICE_URL
-            ));
+        // Every flag and the block's value may list several URLs separated by commas.
+        let raw_urls: Vec<&str> = if overrides.service_url.is_empty() {
+            vec![from_block(keys::SERVICE_URL).unwrap_or(DEFAULT_SERVICE_URL)]
+        } else {
+            overrides.service_url.iter().map(String::as_str).collect()
+        };
+        let mut service_urls: Vec<String> = Vec::new();
+        for raw_url in raw_urls.iter().flat_map(|raw| raw.split(',')) {
+            let raw_url = raw_url.trim();
+            let (service_url, schemeless) =
+                normalize_service_url(raw_url).map_err(|e| ConfigError {
+                    key: keys::SERVICE_URL,
+                    message: e.to_string(),
+                })?;
+            if schemeless {
+                warnings.push(format!(
+                    "{}={raw_url} has no scheme; using plain http as the legacy agent did ({service_url})",
+                    keys::SERVICE_URL
+                ));
+            }
+            if service_urls.contains(&service_url) {
+                warnings.push(format!(
+                    "{}: {service_url} is listed twice; trying it once",
+                    keys::SERVICE_URL
+                ));
+                continue;
+            }
+            service_urls.push(service_url);
         }
+        if service_urls.len() > MAX_SERVICE_URLS {
+            return Err(ConfigError {
+                key: keys::SERVICE_URL,
+                message: format!(
+                    "{} URLs; at most {MAX_SERVICE_URLS} are tried",
+                    service_urls.len()
+                ),
+            });
+        }
+        let service_label = service_urls.join(",");
 
         let address = overrides
             .address
@@ -275,7 +305,8 @@ impl AgentConfig {
         Ok(Some(AgentConfig {
             pin: Pin::new(pin),
             role,
-            service_url,
+            service_urls,
+            service_label,
             address,
             policy: RetryPolicy { tries, interval },
             wait_ready,
@@ -356,7 +387,7 @@ mod tests {
             ..Overrides::default()
         };
         let config = AgentConfig::resolve(None, &overrides).unwrap().unwrap();
-        assert_eq!(config.service_url, DEFAULT_SERVICE_URL);
+        assert_eq!(config.service_urls, [DEFAULT_SERVICE_URL]);
         assert_eq!(config.role, RoleRequest::Worker);
         assert_eq!(config.policy.tries, 3);
         assert_eq!(config.address, AddressChoice::Detect);
@@ -421,6 +452,70 @@ mod tests {
         assert_eq!(err.key, keys::SECRET_FILE);
         assert!(err.to_string().contains("chmod 600"), "{err}");
         assert!(!format!("{err} {err:?}").contains("Zq3"), "{err}");
+    }
+
+    #[test]
+    fn several_service_urls_from_the_block_or_repeated_flags() {
+        let block = |urls: &str| {
+            let text = format!(
+                "[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\ncvm_service_url={urls}\n[ucernvm-end]\n"
+            );
+            crate::context::ContextFile::from_bytes("user-data", text.into_bytes())
+                .block()
+                .unwrap()
+                .unwrap()
+        };
+        let plain = Overrides::default();
+        let config = AgentConfig::resolve(
+            Some(&block(
+                "https://a.example/ , b.example:8000,https://a.example",
+            )),
+            &plain,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            config.service_urls,
+            ["https://a.example", "http://b.example:8000"]
+        );
+        assert_eq!(
+            config.service_label,
+            "https://a.example,http://b.example:8000"
+        );
+        assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+
+        // The flags win over the block, each may list several, and each is checked.
+        let flags = Overrides {
+            service_url: vec![
+                "https://c.example".into(),
+                "https://d.example,https://e.example".into(),
+            ],
+            ..Overrides::default()
+        };
+        let config = AgentConfig::resolve(Some(&block("https://a.example")), &flags)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            config.service_urls,
+            [
+                "https://c.example",
+                "https://d.example",
+                "https://e.example"
+            ]
+        );
+        for bad in [
+            "https://a.example,,https://b.example",
+            "https://a.example,ftp://b",
+            "https://a.example,",
+        ] {
+            let err = AgentConfig::resolve(Some(&block(bad)), &plain).unwrap_err();
+            assert_eq!(err.key, keys::SERVICE_URL, "{bad}: {err}");
+        }
+        let many = (0..=MAX_SERVICE_URLS)
+            .map(|n| format!("https://r{n}.example"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(AgentConfig::resolve(Some(&block(&many)), &plain).is_err());
     }
 
     #[test]

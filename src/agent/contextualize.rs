@@ -32,7 +32,7 @@ use super::{
 use crate::{
     client::{
         retry::{retry, Attempt, Schedule, Step},
-        ClientError, Created, PinClient,
+        ClientError, Created, Services,
     },
     context::check_value,
     protocol::KEY_MASTER_READY,
@@ -115,7 +115,8 @@ fn fill(
 struct Run<'a> {
     plan: &'a Plan,
     state: &'a mut State,
-    client: PinClient,
+    /// The service's URLs; each try fails over among them.
+    services: Services,
     schedule: Schedule,
 }
 
@@ -132,12 +133,12 @@ enum Claim {
 impl<'a> Run<'a> {
     fn new(plan: &'a Plan, state: &'a mut State) -> Result<Self, AgentError> {
         let config = &plan.config;
-        let client = PinClient::new(&config.service_url, &config.client)
+        let services = Services::new(&config.service_urls, &config.client)
             .map_err(|err| AgentError::Config(err.into()))?;
         Ok(Run {
             plan,
             state,
-            client,
+            services,
             schedule: Schedule::new(config.policy),
         })
     }
@@ -151,7 +152,7 @@ impl<'a> Run<'a> {
         Step {
             what,
             key,
-            url: &self.plan.config.service_url,
+            url: &self.plan.config.service_label,
         }
     }
 
@@ -160,10 +161,10 @@ impl<'a> Run<'a> {
         let policy = config.policy;
         tracing::info!(
             tries = policy.tries,
-            url = config.service_url,
+            url = config.service_label,
             "joining cluster PIN {} at {} as {}: up to {} tries about {:.1}s apart",
             config.pin,
-            config.service_url,
+            config.service_urls.join(" or "),
             config.role,
             policy.tries,
             policy.interval.as_secs_f64()
@@ -250,21 +251,30 @@ impl<'a> Run<'a> {
     /// Checks that the service knows the PIN, and learns what kind of service it is.
     async fn check_pin(&mut self) -> Result<(), AgentError> {
         let step = self.step("checking the cluster PIN", None);
-        let (client, pin) = (&self.client, &self.plan.config.pin);
-        retry(&mut self.schedule, &step, |_| async move {
-            client.cluster(pin).await.map(|_| Attempt::Done(()))
+        let (services, pin) = (&self.services, &self.plan.config.pin);
+        retry(&mut self.schedule, &step, |slot| async move {
+            services
+                .attempt(slot, |client, _| async move {
+                    client.cluster(pin).await.map(|_| Attempt::Done(()))
+                })
+                .await
         })
         .await
         .map_err(|err| AgentError::from_service(err, pin))?;
-        match self.client.server_kind() {
+        let url = self.services.current_url();
+        match self.services.server_kind() {
             Some(kind) if !kind.is_legacy() => tracing::info!(
-                "the PIN service is {} (long-poll: {}, atomic create: {})",
+                url,
+                "the PIN service at {url} is {} (long-poll: {}, atomic create: {})",
                 kind.name.as_deref().unwrap_or("ours"),
                 yes_no(kind.long_poll),
                 yes_no(kind.atomic_create)
             ),
             _ => {
-                tracing::info!("the PIN service is a legacy one: polling without long-poll");
+                tracing::info!(
+                    url,
+                    "the PIN service at {url} is a legacy one: polling without long-poll"
+                );
                 if self.plan.config.role == RoleRequest::Auto {
                     tracing::info!(
                         "auto election against a legacy PIN service: its create is racy, so \
@@ -277,7 +287,8 @@ impl<'a> Run<'a> {
     }
 
     async fn our_address(&mut self, choice: &AddressChoice) -> Result<IpAddr, AgentError> {
-        let url = &self.plan.config.service_url;
+        // Toward the URL that answered the PIN check: a dead first URL may have no route.
+        let url = self.services.current_url();
         let step = Step {
             what: "finding the address to publish",
             key: None,
@@ -301,9 +312,9 @@ impl<'a> Run<'a> {
         let key = publish.key;
         let what = format!("publishing {key}");
         let step = self.step(&what, Some(key));
-        let (client, pin, sealing) = (&self.client, &self.plan.config.pin, &self.plan.sealing);
+        let (services, pin, sealing) = (&self.services, &self.plan.config.pin, &self.plan.sealing);
         let legacy = self
-            .client
+            .services
             .server_kind()
             .map_or(true, |kind| kind.is_legacy());
         let ours = ip.to_string();
@@ -312,43 +323,52 @@ impl<'a> Run<'a> {
         let text = sealing.seal(key, &ours).map_err(AgentError::Seal)?;
         let (ours, text) = (ours.as_str(), text.as_str());
         let sealed = if sealing.is_on() { " (sealed)" } else { "" };
-        retry(&mut self.schedule, &step, |_| async move {
-            let created = client.create_key(pin, key, text).await?;
-            let held = if legacy {
-                client.first_value(pin, key).await?
-            } else if created == Created::Created {
-                tracing::info!(key, "published {key}={ours}{sealed}");
-                return Ok::<_, ClientError>(Attempt::Done(Claim::Ours));
-            } else {
-                client.get_key(pin, key, None).await?
-            };
-            // Deleted between our POST and the look: try again.
-            let Some(held) = held else {
-                return Ok(Attempt::NotYet);
-            };
-            Ok(Attempt::Done(match sealing.open(key, &held) {
-                Ok(held) if address::same_address(&held, ip) => {
-                    match created {
-                        Created::Created => tracing::info!(key, "published {key}={ours}{sealed}"),
-                        Created::AlreadyExists => {
-                            tracing::info!(key, "{key}={ours} was already published by this node")
+        // A create that timed out on one URL may have committed: the next URL then answers
+        // 409 with our own text, which counts as ours below.
+        retry(&mut self.schedule, &step, |slot| {
+            services.attempt(slot, move |client, _| async move {
+                let created = client.create_key(pin, key, text).await?;
+                let held = if legacy {
+                    client.first_value(pin, key).await?
+                } else if created == Created::Created {
+                    tracing::info!(key, "published {key}={ours}{sealed}");
+                    return Ok::<_, ClientError>(Attempt::Done(Claim::Ours));
+                } else {
+                    client.get_key(pin, key, None).await?
+                };
+                // Deleted between our POST and the look: try again.
+                let Some(held) = held else {
+                    return Ok(Attempt::NotYet);
+                };
+                Ok(Attempt::Done(match sealing.open(key, &held) {
+                    Ok(held) if address::same_address(&held, ip) => {
+                        match created {
+                            Created::Created => {
+                                tracing::info!(key, "published {key}={ours}{sealed}")
+                            }
+                            Created::AlreadyExists => {
+                                tracing::info!(
+                                    key,
+                                    "{key}={ours} was already published by this node"
+                                )
+                            }
                         }
+                        Claim::Ours
                     }
-                    Claim::Ours
-                }
-                Ok(held) => {
-                    if created == Created::Created {
-                        tracing::warn!(
-                            key,
-                            "the legacy service let another node create {key} too; its first \
+                    Ok(held) => {
+                        if created == Created::Created {
+                            tracing::warn!(
+                                key,
+                                "the legacy service let another node create {key} too; its first \
                              row ({}) wins",
-                            held.escape_debug()
-                        );
+                                held.escape_debug()
+                            );
+                        }
+                        Claim::HeldBy(held)
                     }
-                    Claim::HeldBy(held)
-                }
-                Err(err) => Claim::Foreign(err),
-            }))
+                    Err(err) => Claim::Foreign(err),
+                }))
+            })
         })
         .await
         .map_err(|err| AgentError::from_service(err, pin))
@@ -366,29 +386,33 @@ impl<'a> Run<'a> {
     /// service for about one slot per try, polls a legacy one once per slot. A value that
     /// does not open fails at once: the key is create-only, so waiting cannot change it.
     async fn wait_for(&mut self, key: &str) -> Result<String, AgentError> {
-        let long_poll = self.client.server_kind().is_some_and(|k| k.long_poll);
+        let long_poll = self.services.server_kind().is_some_and(|k| k.long_poll);
         let legacy = self
-            .client
+            .services
             .server_kind()
             .map_or(true, |kind| kind.is_legacy());
         let what = format!("waiting for {key}");
         let step = self.step(&what, Some(key));
-        let (client, pin) = (&self.client, &self.plan.config.pin);
-        let value = retry(&mut self.schedule, &step, |slot| async move {
-            let wait = long_poll.then_some(slot);
-            let found = match client.get_key(pin, key, wait).await {
-                // A legacy service answers 500 for a key that its racy create stored twice;
-                // the first row of its list is the one the nodes agreed on.
-                Err(ClientError::Status { status, .. })
-                    if legacy && status == StatusCode::INTERNAL_SERVER_ERROR =>
-                {
-                    client.first_value(pin, key).await?
-                }
-                other => other?,
-            };
-            Ok::<_, ClientError>(match found {
-                Some(value) => Attempt::Done(value),
-                None => Attempt::NotYet,
+        let (services, pin) = (&self.services, &self.plan.config.pin);
+        // A long-poll cut short on one URL (its replica died) goes on at the next one with
+        // what is left of the slot.
+        let value = retry(&mut self.schedule, &step, |slot| {
+            services.attempt(slot, move |client, left| async move {
+                let wait = long_poll.then_some(left);
+                let found = match client.get_key(pin, key, wait).await {
+                    // A legacy service answers 500 for a key that its racy create stored twice;
+                    // the first row of its list is the one the nodes agreed on.
+                    Err(ClientError::Status { status, .. })
+                        if legacy && status == StatusCode::INTERNAL_SERVER_ERROR =>
+                    {
+                        client.first_value(pin, key).await?
+                    }
+                    other => other?,
+                };
+                Ok::<_, ClientError>(match found {
+                    Some(value) => Attempt::Done(value),
+                    None => Attempt::NotYet,
+                })
             })
         })
         .await

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     client::{
         retry::{retry, Attempt, Schedule, Step},
-        Created, PinClient,
+        Created, Services,
     },
     protocol::{KEY_MASTER_IP, KEY_MASTER_READY},
 };
@@ -54,37 +54,39 @@ pub async fn run(plan: &Plan, store: &StateStore) -> Result<Announced, AgentErro
         return Ok(Announced::AlreadyPublished);
     }
 
-    let client = PinClient::new(&config.service_url, &config.client)
+    let services = Services::new(&config.service_urls, &config.client)
         .map_err(|err| AgentError::Config(err.into()))?;
     let mut schedule = Schedule::new(config.policy);
-    let (client, pin) = (&client, &config.pin);
+    let (services, pin) = (&services, &config.pin);
     let step = Step {
         what: "publishing master_ready",
         key: Some(KEY_MASTER_READY),
-        url: &config.service_url,
+        url: &config.service_label,
     };
     let ours = state.published_address.as_deref();
     let text = sealing
         .seal(KEY_MASTER_READY, "yes")
         .map_err(AgentError::Seal)?;
     let text = text.as_str();
-    let found = retry(&mut schedule, &step, |_| async move {
-        Ok::<_, crate::client::ClientError>(
-            match client.create_key(pin, KEY_MASTER_READY, text).await? {
-                Created::Created => Attempt::Done(Found::Created),
-                // An earlier run of ours got there first (idempotent), unless another node
-                // believes it is master too, as a racy legacy create allows: then the first
-                // master_ip row says who is. Sealed, master_ready itself must also open:
-                // workers refuse one that does not.
-                Created::AlreadyExists => Attempt::Done(Found::Existing {
-                    first_master_ip: client.first_value(pin, KEY_MASTER_IP).await?,
-                    ready: match sealing.is_on() {
-                        true => client.get_key(pin, KEY_MASTER_READY, None).await?,
-                        false => None,
-                    },
-                }),
-            },
-        )
+    let found = retry(&mut schedule, &step, |slot| {
+        services.attempt(slot, move |client, _| async move {
+            Ok::<_, crate::client::ClientError>(
+                match client.create_key(pin, KEY_MASTER_READY, text).await? {
+                    Created::Created => Attempt::Done(Found::Created),
+                    // An earlier run of ours got there first (idempotent), unless another node
+                    // believes it is master too, as a racy legacy create allows: then the first
+                    // master_ip row says who is. Sealed, master_ready itself must also open:
+                    // workers refuse one that does not.
+                    Created::AlreadyExists => Attempt::Done(Found::Existing {
+                        first_master_ip: client.first_value(pin, KEY_MASTER_IP).await?,
+                        ready: match sealing.is_on() {
+                            true => client.get_key(pin, KEY_MASTER_READY, None).await?,
+                            false => None,
+                        },
+                    }),
+                },
+            )
+        })
     })
     .await
     .map_err(|err| AgentError::from_service(err, pin))?;

@@ -9,9 +9,11 @@
 //! in [`protocol::SERVICE_HEADER`]; a legacy Django service does not.
 
 pub mod error;
+pub mod failover;
 pub mod retry;
 
 pub use error::{classify_status, ClientError, Retry};
+pub use failover::Services;
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 

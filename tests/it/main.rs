@@ -5,6 +5,7 @@
 //!   directories swapped by a second, unprivileged user while the agent waits).
 //! - `agent_*`: the agent against the real service in-process, against the scripted fault
 //!   server (`support::faulty`), and as the `clusterctx` binary that systemd runs;
+//!   `agent_failover`: several service URLs, transient failures moving to the next;
 //!   `agent_sealed`: sealed clusters, and what the service and the logs never hold.
 //! - `server_*`: the PIN service through its router, over real sockets, and across restarts;
 //!   its limits, caps and a real full tmpfs; `server_members`: cluster membership;
@@ -27,6 +28,8 @@ mod support;
 mod agent_cli;
 #[cfg(feature = "server")]
 mod agent_cluster;
+#[cfg(feature = "server")]
+mod agent_failover;
 mod agent_faults;
 #[cfg(feature = "server")]
 mod agent_legacy;

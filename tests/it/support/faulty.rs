@@ -44,6 +44,14 @@ pub enum Reply {
     Reset,
     /// Keep the connection open and never answer.
     Hang,
+    /// Read the request, wait this long, then close without answering: a replica killed
+    /// while a long-poll is parked on it.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    ResetAfter(Duration),
+    /// An answer that names itself as our service (with long-poll and atomic create), so the
+    /// agent treats this server as ours.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    Ours(u16, String),
 }
 
 impl Reply {
@@ -147,6 +155,18 @@ async fn serve_one(
     log.lock().unwrap().push(request.clone());
     match script(&request, n) {
         Reply::Reset => Ok(()),
+        Reply::ResetAfter(after) => {
+            tokio::time::sleep(after).await;
+            Ok(())
+        }
+        Reply::Ours(status, body) => {
+            let header = format!(
+                "{}: {}\r\n",
+                clusterctx::protocol::SERVICE_HEADER,
+                clusterctx::protocol::service_header_value()
+            );
+            answer(&mut stream, status, &body, &header).await
+        }
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())

@@ -88,7 +88,7 @@ pub fn fast(url: &str, role: RoleRequest) -> Overrides {
     Overrides {
         pin: Some(Pin::new(PIN)),
         role: Some(role),
-        service_url: Some(url.into()),
+        service_url: vec![url.into()],
         tries: Some(20),
         interval: Some(Duration::from_millis(100)),
         request_timeout: Some(Duration::from_secs(2)),
