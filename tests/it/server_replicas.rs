@@ -481,3 +481,33 @@ async fn replicas_starting_together_migrate_the_schema_once() {
         .unwrap_err();
     assert!(err.to_string().contains("newer clusterctx"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_is_never_logged() {
+    let mut pg = Postgres::start();
+    let secret = "pw-s3cret-not-in-logs";
+    let url = format!(
+        "postgres://postgres:{secret}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let mut serve = ServeProcess::start(std::path::Path::new(&url), &[]);
+    let client = client();
+    wait_health(&client, &serve.url, 200, Duration::from_secs(20)).await;
+    let (pin, _) = create_cluster(&client, &serve.url).await;
+    // Failures are logged with their causes: none of them may carry it either.
+    pg.stop();
+    assert_eq!(post_key(&client, &serve.url, &pin, "k", "v").await, 503);
+    wait_health(&client, &serve.url, 503, Duration::from_secs(10)).await;
+    serve.signal(libc::SIGTERM);
+    serve.wait_exit(Duration::from_secs(20));
+    let rest = serve.stderr_rest.recv().unwrap();
+    assert!(
+        serve.stderr_start.contains("postgres 127.0.0.1"),
+        "{}",
+        serve.stderr_start
+    );
+    assert!(rest.contains("store failed"), "{rest}");
+    for text in [&serve.stderr_start, &rest] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
