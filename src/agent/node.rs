@@ -20,6 +20,13 @@ pub fn node_name(state_dir: &Path, pin: &Pin) -> anyhow::Result<String> {
     Ok(name_from_id(&node_id(state_dir)?, pin.expose()))
 }
 
+/// The node name for `pin` if the id already exists; creates nothing (for `clusterctx check`).
+pub fn existing_node_name(state_dir: &Path, pin: &Pin) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join(NODE_ID_FILE)).ok()?;
+    let id = decode_hex(text.trim()).filter(|id| id.len() == ID_BYTES)?;
+    Some(name_from_id(&id, pin.expose()))
+}
+
 /// The id in `state_dir`, created if absent or unusable (64 hex digits).
 fn node_id(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = state_dir.join(NODE_ID_FILE);
@@ -78,6 +85,8 @@ mod tests {
         assert!(is_valid_node(&first), "{first}");
         // A reboot: the same id is read back.
         assert_eq!(node_name(a.path(), &pin).unwrap(), first);
+        assert_eq!(existing_node_name(a.path(), &pin), Some(first.clone()));
+        assert_eq!(existing_node_name(b.path(), &pin), None);
         // Another state directory on the same host.
         assert_ne!(node_name(b.path(), &pin).unwrap(), first);
         // Another PIN.
