@@ -59,7 +59,26 @@ pub fn report(plan: &Plan, recorded: Option<(&Path, &State)>) -> String {
         config.policy.window().as_secs_f64()
     );
     let _ = writeln!(out, "sealing: {}", plan.sealing);
+    match config.cluster_size {
+        Some(size) => {
+            let _ = writeln!(out, "expected cluster size: {size}");
+        }
+        None => {
+            let _ = writeln!(out, "expected cluster size: not set");
+        }
+    }
+    let waiting: Vec<String> = plan
+        .member_files()
+        .map(|f| f.path.display().to_string())
+        .collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(out, "files waiting for members: {}", waiting.join(", "));
+    }
     let _ = writeln!(out, "would:");
+    let _ = writeln!(
+        out,
+        "  register this node in the member list (our service only)"
+    );
     let sealed = if plan.sealing.is_on() { ", sealed" } else { "" };
     if let Some(publish) = plan.role.publish() {
         let _ = writeln!(
@@ -93,6 +112,13 @@ pub fn report(plan: &Plan, recorded: Option<(&Path, &State)>) -> String {
         let _ = writeln!(
             out,
             "  refuse any value read that does not open with the cluster secret"
+        );
+    }
+    if plan.wait_members {
+        let _ = writeln!(
+            out,
+            "  wait for {} members, then fill the member placeholders",
+            config.cluster_size.unwrap_or(1)
         );
     }
     let _ = writeln!(
@@ -139,6 +165,34 @@ mod tests {
     };
 
     const SECRET: &str = "Zq3_xT8-vKp2LmN9wRb7sA";
+
+    #[test]
+    fn the_expected_size_and_the_files_waiting_for_members_are_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let (members, plain) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(
+            &members,
+            "[ucernvm-begin]\ncvm_cluster_pin=enico1qq0oey\ncvm_cluster_size=8\n[ucernvm-end]\n\
+             w=###CLUSTER_WORKERS_PLACEHOLDER###\n",
+        )
+        .unwrap();
+        std::fs::write(&plain, "ip=###MASTER_IP_PLACEHOLDER###\n").unwrap();
+        let contexts = ContextSet::load(&[members.clone(), plain.clone()]).unwrap();
+        let plan = Plan::build(&contexts, &Overrides::default())
+            .unwrap()
+            .unwrap();
+        let text = report(&plan, None);
+        assert!(text.contains("expected cluster size: 8"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "files waiting for members: {}\n",
+                members.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("wait for 8 members"), "{text}");
+        assert!(!report_for("", &Overrides::default()).contains("files waiting"));
+    }
 
     fn report_for(block_lines: &str, overrides: &Overrides) -> String {
         let dir = tempfile::tempdir().unwrap();

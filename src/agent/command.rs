@@ -100,5 +100,9 @@ pub fn check_command(args: &AgentArgs) -> Result<(), AgentError> {
     let store = args.store();
     let state = store.load(plan.config.pin.expose(), plan.sealing.fingerprint());
     print!("{}", check::report(&plan, Some((&store.path(), &state))));
+    match super::node::existing_node_name(store.dir(), &plan.config.pin) {
+        Some(name) => println!("node name: {name}"),
+        None => println!("node name: not made yet (the first contextualize makes its id)"),
+    }
     Ok(())
 }

@@ -30,12 +30,15 @@ pub mod keys {
     pub const CA_FILE: &str = "cvm_cluster_ca_file";
     /// The cluster secret: sealing on (PROTOCOL.md part 4, "Sealed values").
     pub const SECRET: &str = super::CLUSTER_SECRET_KEY;
+    /// The expected number of members, for the member placeholders.
+    pub const SIZE: &str = "cvm_cluster_size";
     /// Where a secret given with `--secret-file` is named in messages.
     pub const SECRET_FILE: &str = "--secret-file";
 
     /// Every `cvm_cluster_*` key we know, to point out typos.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         PIN,
+        SIZE,
         MASTER,
         SERVICE_URL,
         ADDRESS,
@@ -141,6 +144,9 @@ pub struct Overrides {
     /// (mode 0600; or cvm_cluster_secret). A file, never a flag: a flag shows in `ps`.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Members to wait for before filling the member placeholders (or cvm_cluster_size).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    pub cluster_size: Option<u32>,
 }
 
 /// `--pin`: wrapped at once so that no `Debug` print of the arguments shows it.
@@ -166,6 +172,8 @@ pub struct AgentConfig {
     pub client: ClientOptions,
     /// The cluster secret, when the cluster is sealed. Shows nothing of itself in `Debug`.
     pub secret: Option<ClusterSecret>,
+    /// The expected number of members (`cvm_cluster_size`), if given.
+    pub cluster_size: Option<u32>,
     /// Non-fatal remarks for the log and for `clusterctx check`.
     pub warnings: Vec<String>,
 }
@@ -302,8 +310,22 @@ impl AgentConfig {
                 .transpose()?,
         };
 
+        let cluster_size = match overrides.cluster_size {
+            Some(size) => Some(size),
+            None => from_block(keys::SIZE)
+                .map(|text| match text.parse::<u32>() {
+                    Ok(size) if (1..=1_024).contains(&size) => Ok(size),
+                    _ => Err(ConfigError {
+                        key: keys::SIZE,
+                        message: format!("{text:?} is not a number of members between 1 and 1024"),
+                    }),
+                })
+                .transpose()?,
+        };
+
         Ok(Some(AgentConfig {
             pin: Pin::new(pin),
+            cluster_size,
             role,
             service_urls,
             service_label,

@@ -73,7 +73,7 @@ pub async fn run(
         tracing::info!("files reference keys not fetched before; contextualizing again");
     }
 
-    let outcome = match Run::new(plan, &mut state) {
+    let outcome = match Run::new(plan, &mut state, store) {
         Ok(mut run) => run.execute(contexts).await,
         Err(err) => Err(err),
     };
@@ -115,6 +115,8 @@ fn fill(
 struct Run<'a> {
     plan: &'a Plan,
     state: &'a mut State,
+    /// Where the node's id lives (its member name is derived from it).
+    store: &'a StateStore,
     /// The service's URLs; each try fails over among them.
     services: Services,
     schedule: Schedule,
@@ -131,13 +133,18 @@ enum Claim {
 }
 
 impl<'a> Run<'a> {
-    fn new(plan: &'a Plan, state: &'a mut State) -> Result<Self, AgentError> {
+    fn new(
+        plan: &'a Plan,
+        state: &'a mut State,
+        store: &'a StateStore,
+    ) -> Result<Self, AgentError> {
         let config = &plan.config;
         let services = Services::new(&config.service_urls, &config.client)
             .map_err(|err| AgentError::Config(err.into()))?;
         Ok(Run {
             plan,
             state,
+            store,
             services,
             schedule: Schedule::new(config.policy),
         })
@@ -213,6 +220,8 @@ impl<'a> Run<'a> {
             }
         };
         self.state.role = Some(role);
+        // Before any wait: a master waiting for N members must find its workers registered.
+        let registered = self.register(role, &values).await?;
         if role == Role::Master {
             self.state.published_address = plan
                 .role
@@ -236,6 +245,18 @@ impl<'a> Run<'a> {
                 values.insert(key.clone(), value);
             }
         }
+        if plan.wait_members {
+            if !registered {
+                return Err(AgentError::NoMembersRoute {
+                    files: plan
+                        .member_files()
+                        .map(|f| f.path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            values.extend(self.wait_members().await?);
+        }
         self.state.values = values;
 
         let rewritten = fill(contexts, &self.state.values)?;
@@ -246,6 +267,128 @@ impl<'a> Run<'a> {
         );
         self.state.files = rewritten;
         Ok(role)
+    }
+
+    /// Registers this node in the member list with its address (the one it published as
+    /// master, else found as a master's is; sealed when sealing is on). `Ok(false)`: the
+    /// service keeps no member list (legacy), logged once.
+    async fn register(
+        &mut self,
+        role: Role,
+        values: &BTreeMap<String, String>,
+    ) -> Result<bool, AgentError> {
+        if self
+            .services
+            .server_kind()
+            .map_or(true, |kind| kind.is_legacy())
+        {
+            tracing::info!("the PIN service is a legacy one: no member list, not registering");
+            return Ok(false);
+        }
+        let config = &self.plan.config;
+        let address = match (role, values.get(crate::protocol::KEY_MASTER_IP)) {
+            (Role::Master, Some(ip)) => ip.parse::<IpAddr>().ok(),
+            _ => None,
+        };
+        let address = match address {
+            Some(ip) => ip,
+            None => self.our_address(&config.address).await?,
+        };
+        let node = super::node::node_name(self.store.dir(), &config.pin)
+            .map_err(|err| AgentError::State(err.into()))?;
+        let text = self
+            .plan
+            .sealing
+            .seal(MEMBER_SEAL_KEY, &address.to_string())
+            .map_err(AgentError::Seal)?;
+        let step = self.step("registering this node", None);
+        let (services, pin, node, text) =
+            (&self.services, &config.pin, node.as_str(), text.as_str());
+        let role_text = role.to_string();
+        let role_text = role_text.as_str();
+        let joined = retry(&mut self.schedule, &step, |slot| {
+            services.attempt(slot, move |client, _| async move {
+                client
+                    .register_member(pin, node, text, role_text)
+                    .await
+                    .map(Attempt::Done)
+            })
+        })
+        .await
+        .map_err(|err| AgentError::from_service(err, pin))?;
+        match joined {
+            None => {
+                tracing::info!("the PIN service has no member list: not registering");
+                Ok(false)
+            }
+            Some(new) => {
+                let how = if new { "joined" } else { "registered again" };
+                tracing::info!("node {node} {how} the member list as {role} at {address}");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Waits for `cvm_cluster_size` members (long-poll `min`), then the member placeholders'
+    /// values: every address (master first, then joining order), the workers', the size.
+    async fn wait_members(&mut self) -> Result<BTreeMap<String, String>, AgentError> {
+        use super::plan::member_keys;
+        let size = self.plan.config.cluster_size.unwrap_or(1);
+        let min = usize::try_from(size).unwrap_or(usize::MAX);
+        let step = self.step("waiting for the cluster's members", None);
+        let (services, pin) = (&self.services, &self.plan.config.pin);
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        let seen = &seen;
+        let members = retry(&mut self.schedule, &step, |slot| {
+            services.attempt(slot, move |client, left| async move {
+                let members = client.members(pin, Some(min), Some(left)).await?;
+                seen.store(members.len(), std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, ClientError>(if members.len() >= min {
+                    Attempt::Done(members)
+                } else {
+                    Attempt::NotYet
+                })
+            })
+        })
+        .await
+        .map_err(|err| match AgentError::from_service(err, pin) {
+            AgentError::WindowClosed(source) => AgentError::SizeNotReached {
+                registered: seen.load(std::sync::atomic::Ordering::Relaxed),
+                size,
+                source,
+            },
+            other => other,
+        })?;
+        // The first N to join make the list: a later joiner changes nothing.
+        let mut master = Vec::new();
+        let mut workers = Vec::new();
+        for member in members.iter().take(min) {
+            let address = self
+                .plan
+                .sealing
+                .open(MEMBER_SEAL_KEY, &member.address)
+                .map_err(|source| AgentError::NotSealedByThisCluster {
+                    key: format!("the address of member {}", member.node),
+                    source,
+                })?;
+            if member.role == "master" {
+                master.push(address);
+            } else {
+                workers.push(address);
+            }
+        }
+        tracing::info!(
+            "{} members registered: {} master(s), {} worker(s)",
+            members.len(),
+            master.len(),
+            workers.len()
+        );
+        let all: Vec<String> = master.iter().chain(workers.iter()).cloned().collect();
+        Ok(BTreeMap::from([
+            (member_keys::MEMBERS.to_string(), all.join(",")),
+            (member_keys::WORKERS.to_string(), workers.join(",")),
+            (member_keys::SIZE.to_string(), size.to_string()),
+        ]))
     }
 
     /// Checks that the service knows the PIN, and learns what kind of service it is.
@@ -427,6 +570,9 @@ impl<'a> Run<'a> {
         Ok(value)
     }
 }
+
+/// The key a member's address is sealed under (binds it to its use).
+const MEMBER_SEAL_KEY: &str = "cluster_member_address";
 
 fn yes_no(flag: bool) -> &'static str {
     if flag {

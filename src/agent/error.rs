@@ -39,6 +39,8 @@ pub mod code {
     pub const CONFIG: u8 = 78;
     /// Ours, not `sysexits.h`: a value at the service was not sealed by this cluster.
     pub const NOTSEALED: u8 = 79;
+    /// Ours: files need member placeholders and the service keeps no member list.
+    pub const NOMEMBERS: u8 = 80;
 }
 
 /// One row of the exit code table.
@@ -115,6 +117,11 @@ pub const EXIT_CODES: &[ExitCodeRow] = &[
     ExitCodeRow {
         code: code::NOTSEALED,
         meaning: "NOTSEALED: a value was not sealed by this cluster; on a master: the PIN is taken over",
+        retry_helps: false,
+    },
+    ExitCodeRow {
+        code: code::NOMEMBERS,
+        meaning: "NOMEMBERS: files use member placeholders but the PIN service has no member list (legacy)",
         retry_helps: false,
     },
 ];
@@ -233,6 +240,24 @@ pub enum AgentError {
          (see the clusterctx-contextualize journal)"
     )]
     NotContextualized,
+    /// Files use member placeholders, and the service (a legacy one) has no members route.
+    #[error(
+        "{files} use(s) member placeholders, but the PIN service keeps no member list (a \
+         legacy service): point cvm_service_url at a clusterctx service, or drop the \
+         ###CLUSTER_*_PLACEHOLDER### placeholders"
+    )]
+    NoMembersRoute { files: String },
+    /// The window closed before `cvm_cluster_size` members registered.
+    #[error(
+        "only {registered} of cvm_cluster_size={size} members registered within the window; \
+         no file was rewritten"
+    )]
+    SizeNotReached {
+        registered: usize,
+        size: u32,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl AgentError {
@@ -249,7 +274,10 @@ impl AgentError {
             AgentError::UnsafeValue { .. } => code::DATAERR,
             AgentError::Refused(_) | AgentError::BadAnswer(_) => code::PROTOCOL,
             AgentError::Unreachable(_) => code::UNAVAILABLE,
-            AgentError::WindowClosed(_) | AgentError::NotContextualized => code::TEMPFAIL,
+            AgentError::WindowClosed(_)
+            | AgentError::NotContextualized
+            | AgentError::SizeNotReached { .. } => code::TEMPFAIL,
+            AgentError::NoMembersRoute { .. } => code::NOMEMBERS,
             AgentError::NotSealedByThisCluster { .. } | AgentError::PinTakenOver { .. } => {
                 code::NOTSEALED
             }
@@ -367,6 +395,14 @@ mod tests {
             AgentError::Unreachable("x".into()),
             AgentError::WindowClosed("x".into()),
             AgentError::NotContextualized,
+            AgentError::NoMembersRoute {
+                files: "user-data".into(),
+            },
+            AgentError::SizeNotReached {
+                registered: 3,
+                size: 8,
+                source: "x".into(),
+            },
             AgentError::NotSealedByThisCluster {
                 key: "master_ip".into(),
                 source: OpenError::NotSealed {

@@ -17,6 +17,7 @@
 //! - [`sealing`]: sealing on or off, the plan's one way out and in for values.
 //! - [`address`]: the address a master publishes.
 //! - [`state`]: the outcome kept across reboots.
+//! - [`node`]: this node's name in the member list.
 //!
 //! The imports point one way: `command` -> `check`, `contextualize`, `master_ready` -> `plan`
 //! -> `config`, `files`, `sealing`, `state`; every step -> `error`; nothing imports `command`.
@@ -29,6 +30,7 @@ pub mod contextualize;
 pub mod error;
 pub mod files;
 pub mod master_ready;
+pub mod node;
 pub mod plan;
 pub mod sealing;
 pub mod state;

@@ -34,6 +34,20 @@ pub struct Plan {
     pub block: Option<String>,
     /// Non-fatal remarks, for `check` and the boot journal alike.
     pub warnings: Vec<Warning>,
+    /// Whether a file references a member placeholder: the node then waits, after its own
+    /// steps, for `cvm_cluster_size` members. Every node registers either way.
+    pub wait_members: bool,
+}
+
+/// The placeholders filled from the member list, not from keys.
+pub mod member_keys {
+    /// Every address, comma-separated: the master first, then in joining order.
+    pub const MEMBERS: &str = "cluster_members";
+    /// The workers' addresses, comma-separated, in joining order.
+    pub const WORKERS: &str = "cluster_workers";
+    /// The number of members the list was filled at (`cvm_cluster_size`).
+    pub const SIZE: &str = "cluster_size";
+    pub const ALL: [&str; 3] = [MEMBERS, WORKERS, SIZE];
 }
 
 /// The steps of each role the node may end up with.
@@ -154,7 +168,20 @@ impl Plan {
                 keys,
             })
             .collect();
-        let needed: BTreeSet<String> = files.iter().flat_map(|f| f.keys.clone()).collect();
+        let mut needed: BTreeSet<String> = files.iter().flat_map(|f| f.keys.clone()).collect();
+        let wait_members = member_keys::ALL.iter().any(|key| needed.contains(*key));
+        needed.retain(|key| !member_keys::ALL.contains(&key.as_str()));
+        if wait_members && config.cluster_size.is_none() {
+            return Err(AgentError::Config(
+                format!(
+                    "a context file uses a member placeholder (###CLUSTER_MEMBERS_PLACEHOLDER###, \
+                     ###CLUSTER_WORKERS_PLACEHOLDER### or ###CLUSTER_SIZE_PLACEHOLDER###) but \
+                     no {} (or --cluster-size) says how many members to wait for",
+                    keys::SIZE
+                )
+                .into(),
+            ));
+        }
         let role = RolePlan::decide(&config, &needed);
         let sealing = Sealing::new(config.secret.as_ref(), &config.pin);
         Ok(Some(Plan {
@@ -164,12 +191,20 @@ impl Plan {
             files,
             block: block.map(|b| b.location().to_string()),
             warnings,
+            wait_members,
         }))
     }
 
     /// Every key a placeholder references.
     pub fn placeholders(&self) -> BTreeSet<String> {
         self.files.iter().flat_map(|f| f.keys.clone()).collect()
+    }
+
+    /// The files that reference a member placeholder (they wait for the members).
+    pub fn member_files(&self) -> impl Iterator<Item = &PlannedFile> {
+        self.files
+            .iter()
+            .filter(|f| member_keys::ALL.iter().any(|key| f.keys.contains(*key)))
     }
 
     /// The files that will be rewritten.

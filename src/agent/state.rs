@@ -126,6 +126,10 @@ impl StateStore {
         StateStore { dir: dir.into() }
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }

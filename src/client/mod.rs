@@ -21,7 +21,7 @@ use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    protocol::{self, ClusterInfo, ErrorBody, KeyItem},
+    protocol::{self, ClusterInfo, ErrorBody, KeyItem, MemberItem, MemberRegistration},
     secret::{AdminToken, Pin},
 };
 
@@ -327,6 +327,58 @@ impl PinClient {
             .send(Method::DELETE, &url, Some(pin), |r| with_token(r, token))
             .await?;
         answer.expect(StatusCode::NO_CONTENT).map(drop)
+    }
+
+    /// `PUT /api/v1/clusters/<pin>/members/<node>`. `Ok(None)`: the route is absent (404, a
+    /// legacy service); `Ok(Some(true))` the node joined now (201), `Some(false)` it was
+    /// registered already (200).
+    pub async fn register_member(
+        &self,
+        pin: &Pin,
+        node: &str,
+        address: &str,
+        role: &str,
+    ) -> Result<Option<bool>, ClientError> {
+        let url = format!("{}/members/{node}", self.cluster_url(pin)?);
+        let body = MemberRegistration {
+            address: address.to_string(),
+            role: role.to_string(),
+        };
+        let answer = self
+            .send(Method::PUT, &url, Some(pin), |r| r.json(&body))
+            .await?;
+        match answer.status {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::CREATED => Ok(Some(true)),
+            _ => answer.expect(StatusCode::OK).map(|_| Some(false)),
+        }
+    }
+
+    /// `GET /api/v1/clusters/<pin>/members`, in joining order; with `min`, long-polls up to
+    /// `wait` for at least that many (the answer may still hold fewer: the caller counts).
+    pub async fn members(
+        &self,
+        pin: &Pin,
+        min: Option<usize>,
+        wait: Option<Duration>,
+    ) -> Result<Vec<MemberItem>, ClientError> {
+        let mut url = format!("{}/members", self.cluster_url(pin)?);
+        let mut request_timeout = self.request_timeout;
+        if let (Some(min), Some(wait)) = (min, wait) {
+            let wait = wait.min(Duration::from_secs(protocol::MAX_WAIT_SECS));
+            url.push_str(&format!("?min={min}"));
+            if wait.as_millis() > 0 {
+                url.push_str(&format!("&wait={:.3}", wait.as_secs_f64()));
+                request_timeout += wait;
+            }
+        }
+        let answer = self
+            .send(Method::GET, &url, Some(pin), |r| {
+                r.header(header::ACCEPT, "application/json")
+                    .timeout(request_timeout)
+            })
+            .await?;
+        answer.expect(StatusCode::OK)?.json()
     }
 
     fn cluster_url(&self, pin: &Pin) -> Result<String, ClientError> {

@@ -34,6 +34,8 @@ mod agent_faults;
 #[cfg(feature = "server")]
 mod agent_legacy;
 #[cfg(feature = "server")]
+mod agent_members;
+#[cfg(feature = "server")]
 mod agent_sealed;
 mod context_atomic;
 mod context_examples;
