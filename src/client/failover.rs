@@ -9,7 +9,7 @@
 use std::{
     future::Future,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         OnceLock,
     },
     time::Duration,
@@ -28,6 +28,8 @@ pub struct Services {
     /// What the service is, learnt from the first answer of any URL: the URLs are one
     /// deployment, so this is decided once per run, not per URL.
     kind: OnceLock<ServerKind>,
+    /// A URL of the other kind was reported once already.
+    mixed_warned: AtomicBool,
 }
 
 impl Services {
@@ -48,6 +50,7 @@ impl Services {
             clients,
             current: AtomicUsize::new(0),
             kind: OnceLock::new(),
+            mixed_warned: AtomicBool::new(false),
         })
     }
 
@@ -121,7 +124,8 @@ impl Services {
             return;
         };
         let kind = self.kind.get_or_init(|| seen.clone());
-        if kind.is_legacy() != seen.is_legacy() {
+        if kind.is_legacy() != seen.is_legacy() && !self.mixed_warned.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(
                 url = client.base_url(),
                 "{} is {} but the first URL that answered was {}; the URLs should be replicas \
