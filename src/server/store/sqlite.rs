@@ -223,6 +223,8 @@ struct Inner {
     /// The one connection, which writes; `None` once closed.
     conn: Mutex<Option<Connection>>,
     sink: OnceLock<ChangeSink>,
+    /// Changes committed by the write in progress, reported once it is back on the runtime.
+    committed: Mutex<Vec<(String, Committed)>>,
     /// The last write found the disk full (see the module documentation).
     read_only: AtomicBool,
 }
@@ -316,6 +318,7 @@ impl SqliteStore {
             cache: RwLock::new(cache),
             conn: Mutex::new(Some(conn)),
             sink: OnceLock::new(),
+            committed: Mutex::new(Vec::new()),
             read_only: AtomicBool::new(false),
         };
         inner.disk_full(read_only);
@@ -325,7 +328,9 @@ impl SqliteStore {
     }
 
     /// Runs `op` on tokio's blocking pool (SQLite blocks) with the connection, one write at
-    /// a time.
+    /// a time. Its changes are reported from the writer's task, not the blocking thread: woken
+    /// from there, every parked long-poll was queued ahead of the writer itself, whose answer
+    /// then waited for theirs; woken from the writer's task, they run after it has answered.
     fn write<T, F>(&self, op: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
@@ -333,19 +338,43 @@ impl SqliteStore {
     {
         let inner = Arc::clone(&self.inner);
         StoreFuture::pending(async move {
-            tokio::task::spawn_blocking(move || {
+            let blocking = Arc::clone(&inner);
+            let (result, committed) = tokio::task::spawn_blocking(move || {
+                let inner = blocking;
                 let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
-                let conn = conn.as_mut().ok_or(StoreError::Closed)?;
+                let Some(conn) = conn.as_mut() else {
+                    return (Err(StoreError::Closed), Vec::new());
+                };
                 let result = op(&inner, conn);
                 if let Err(StoreError::Full) = result {
                     inner.disk_full(true);
                 }
-                result
+                let committed =
+                    std::mem::take(&mut *inner.committed.lock().unwrap_or_else(|e| e.into_inner()));
+                (result, committed)
             })
             .await
-            .map_err(|err| StoreError::Unavailable(format!("a store write stopped: {err}")))?
+            .map_err(|err| StoreError::Unavailable(format!("a store write stopped: {err}")))?;
+            if let Some(sink) = inner.sink.get() {
+                for (pin, what) in &committed {
+                    let what = match what {
+                        Committed::Key(key) => Changed::Key(key),
+                        Committed::Members => Changed::Members,
+                        Committed::Cluster => Changed::Cluster,
+                    };
+                    sink(Change { pin, what });
+                }
+            }
+            result
         })
     }
+}
+
+/// A [`Changed`] held until the write that made it returns.
+enum Committed {
+    Key(String),
+    Members,
+    Cluster,
 }
 
 impl Inner {
@@ -376,10 +405,17 @@ impl Inner {
         }
     }
 
+    /// Records a committed change, reported by [`SqliteStore::write`] when `op` returns.
     fn report(&self, pin: &str, what: Changed<'_>) {
-        if let Some(sink) = self.sink.get() {
-            sink(Change { pin, what });
+        if self.sink.get().is_none() {
+            return;
         }
+        let what = match what {
+            Changed::Key(key) => Committed::Key(key.to_string()),
+            Changed::Members => Committed::Members,
+            Changed::Cluster => Committed::Cluster,
+        };
+        (self.committed.lock().unwrap_or_else(|e| e.into_inner())).push((pin.to_string(), what));
     }
 }
 
