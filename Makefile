@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs (see README.md):
 #   make demo   build, start the bundled PIN service and run a master and two workers
 #   make test   every check CI runs: format, lints, unit and integration tests, boot simulation
-.PHONY: demo test check deps static deb rpm install package-check openapi fuzz-api
+.PHONY: demo test check deps static deb rpm install package-check openapi fuzz-api deploy-check
 
 demo:
 	contrib/demo/run
@@ -10,7 +10,7 @@ demo:
 # well inside its time limit (the whole trixie set: `contrib/bootsim/run --distro trixie`).
 TRIXIE_SCENARIOS := cloud-init happy shotgun reboot legacy-agent
 
-test: deps check fuzz-api package-check
+test: deps check fuzz-api package-check deploy-check
 	contrib/bootsim/run
 	contrib/bootsim/run --distro trixie --out target/bootsim-trixie $(TRIXIE_SCENARIOS)
 
@@ -28,6 +28,12 @@ deps:
 # The service's OpenAPI description, committed (a test fails when it differs from the served one).
 openapi:
 	cargo run --quiet -- generate openapi --out-dir docs
+
+# The deployment example run for real: three replicas on a throw-away PostgreSQL behind HAProxy,
+# one killed under a waiting worker (contrib/deploy/try).
+deploy-check:
+	cargo build --quiet
+	contrib/deploy/try
 
 # Schemathesis against the live service, from the description (contrib/ci/fuzz-api).
 fuzz-api:
