@@ -361,6 +361,7 @@ impl SqliteStore {
                         Committed::Key(key) => Changed::Key(key),
                         Committed::Members => Changed::Members,
                         Committed::Cluster => Changed::Cluster,
+                        Committed::Everything => Changed::Everything,
                     };
                     sink(Change { pin, what });
                 }
@@ -375,6 +376,7 @@ enum Committed {
     Key(String),
     Members,
     Cluster,
+    Everything,
 }
 
 impl Inner {
@@ -414,6 +416,7 @@ impl Inner {
             Changed::Key(key) => Committed::Key(key.to_string()),
             Changed::Members => Committed::Members,
             Changed::Cluster => Committed::Cluster,
+            Changed::Everything => Committed::Everything,
         };
         (self.committed.lock().unwrap_or_else(|e| e.into_inner())).push((pin.to_string(), what));
     }
