@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     client::{
-        retry::{retry, Attempt, Schedule, Step},
+        retry::{retry, Attempt, RetryPolicy, Schedule, Step},
         ClientError, Created, Services,
     },
     context::check_value,
@@ -68,6 +68,7 @@ pub async fn run(
                 config.pin,
                 refilled.len()
             );
+            reregister(plan, &mut state, store, role).await;
             return Ok(Finished::AlreadyDone { role });
         }
         tracing::info!("files reference keys not fetched before; contextualizing again");
@@ -92,6 +93,35 @@ pub async fn run(
         }
     }
     outcome.map(|role| Finished::Contextualized { role })
+}
+
+/// The budget of a reboot's re-registration: one short try, so that a service that is down
+/// delays an already contextualized boot by seconds, not by the tries window.
+const REREGISTER_POLICY: RetryPolicy = RetryPolicy {
+    tries: 1,
+    interval: std::time::Duration::from_secs(5),
+};
+
+/// A reboot of a node already contextualized: registers it again (200) with its current
+/// address, so that the member list shows it alive where it is now. Best effort: the files are
+/// filled, so a failure is logged and the boot goes on.
+async fn reregister(plan: &Plan, state: &mut State, store: &StateStore, role: Role) {
+    let mut run = match Run::new(plan, state, store) {
+        Ok(run) => run,
+        Err(err) => {
+            tracing::warn!("not registering again: {err}");
+            return;
+        }
+    };
+    run.schedule = Schedule::new(REREGISTER_POLICY);
+    // Not `values`: the current address is found again, not the one recorded.
+    let result = match run.check_pin().await {
+        Ok(()) => run.register(role, &BTreeMap::new()).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        tracing::warn!("could not register this node again after the reboot: {err}");
+    }
 }
 
 /// Checks every value, then fills the files: a value that would change a file's meaning

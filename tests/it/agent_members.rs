@@ -136,6 +136,35 @@ async fn one_master_and_seven_workers_fill_the_member_lists() {
     assert_eq!(again.len(), 9, "{again:?}");
     assert_eq!(again[..8], listed[..], "the joining order is kept");
     assert_eq!(workers[0].read(0), filled[0]);
+
+    // A worker rebooting with its state kept and a new address: registered again (still one
+    // member, same place) with the address it has now; its files keep what they were filled
+    // with.
+    let moved = clusterctx::agent::config::Overrides {
+        address: Some("127.0.0.42".into()),
+        ..overrides(&url, &pin, RoleRequest::Worker)
+    };
+    let rebooted = support::contextualize(&workers[1], &moved).await.unwrap();
+    assert!(
+        matches!(
+            rebooted,
+            clusterctx::agent::contextualize::Finished::AlreadyDone { .. }
+        ),
+        "{rebooted:?}"
+    );
+    let after = member_addresses(&url, &pin).await;
+    assert_eq!(after.len(), 9, "{after:?}");
+    let place = after
+        .iter()
+        .position(|(_, address)| address == "127.0.0.42")
+        .expect("registered again with its new address");
+    assert_eq!(
+        after[place].0, listed[place].0,
+        "the same node, in its place"
+    );
+    assert_eq!(listed[place].1, "127.0.0.3", "the worker that rebooted");
+    assert_eq!(workers[1].read(0), filled[1]);
+
     // The state file keeps what was filled.
     let state = master.store().load(&pin, None);
     assert_eq!(
