@@ -35,6 +35,13 @@ pub const MAX_WAIT_SECS: u64 = 60;
 pub const KEY_MASTER_IP: &str = "master_ip";
 /// The key a master publishes once its own boot has finished.
 pub const KEY_MASTER_READY: &str = "master_ready";
+/// The member placeholders' values (part 4, "Membership"): made by the agent from the member
+/// list, never stored at the service. Every address, comma-separated, master first.
+pub const KEY_CLUSTER_MEMBERS: &str = "cluster_members";
+/// The workers' addresses, comma-separated, in joining order (empty for a cluster of one).
+pub const KEY_CLUSTER_WORKERS: &str = "cluster_workers";
+/// The number of members the lists were filled at (`cvm_cluster_size`).
+pub const KEY_CLUSTER_SIZE: &str = "cluster_size";
 
 /// One stored item, as the legacy service renders it in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

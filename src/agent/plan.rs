@@ -41,12 +41,9 @@ pub struct Plan {
 
 /// The placeholders filled from the member list, not from keys.
 pub mod member_keys {
-    /// Every address, comma-separated: the master first, then in joining order.
-    pub const MEMBERS: &str = "cluster_members";
-    /// The workers' addresses, comma-separated, in joining order.
-    pub const WORKERS: &str = "cluster_workers";
-    /// The number of members the list was filled at (`cvm_cluster_size`).
-    pub const SIZE: &str = "cluster_size";
+    pub use crate::protocol::{
+        KEY_CLUSTER_MEMBERS as MEMBERS, KEY_CLUSTER_SIZE as SIZE, KEY_CLUSTER_WORKERS as WORKERS,
+    };
     pub const ALL: [&str; 3] = [MEMBERS, WORKERS, SIZE];
 }
 

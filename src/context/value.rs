@@ -23,11 +23,16 @@
 //!   excludes whitespace (`A=x rm -rf /` runs a command), quotes and backslash (`'` can close a
 //!   quote and turn later lines of the script into code), `` ` $ ; & | < > ( ) { } [ ] * ? ! # ~ ``.
 //!   Host names, ports, paths, URLs without a query, base64 tokens and e-mail addresses pass.
-//! - Lengths follow the service's limits ([`crate::protocol`]).
+//! - Lengths follow the service's limits ([`crate::protocol`]), except for the member lists
+//!   (`cluster_members`, `cluster_workers`), which the agent makes itself and which may hold a
+//!   thousand addresses: they must be IP addresses separated by commas (the workers' list is
+//!   empty in a cluster of one), and `cluster_size` a number.
 
 use std::net::IpAddr;
 
-use crate::protocol::{self, ItemError, KEY_MASTER_IP};
+use crate::protocol::{
+    self, ItemError, KEY_CLUSTER_MEMBERS, KEY_CLUSTER_SIZE, KEY_CLUSTER_WORKERS, KEY_MASTER_IP,
+};
 
 /// Why a value is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +72,19 @@ pub enum ValueError {
         /// 1-based position in characters.
         position: usize,
     },
+    /// A member list with an item that is not an address.
+    #[error("value of {key} holds {shown}, which is not an IPv4 or IPv6 address")]
+    NotAnAddressList {
+        key: &'static str,
+        /// The item, escaped and cut short, safe to log.
+        shown: String,
+    },
+    /// `cluster_size` that is not a number.
+    #[error("value of {KEY_CLUSTER_SIZE} is not a number: {shown}")]
+    NotANumber {
+        /// The value, escaped and cut short, safe to log.
+        shown: String,
+    },
     /// `master_ip` that is not an address.
     #[error("value of {KEY_MASTER_IP} is not an IPv4 or IPv6 address: {shown}")]
     NotAnAddress {
@@ -79,6 +97,20 @@ pub enum ValueError {
 /// rules. Call it for every value before touching any file.
 pub fn check_value(key: &str, value: &str) -> Result<(), ValueError> {
     protocol::validate_key_name(key)?;
+    if let Some(key) = [KEY_CLUSTER_MEMBERS, KEY_CLUSTER_WORKERS]
+        .into_iter()
+        .find(|list| *list == key)
+    {
+        return check_address_list(key, value);
+    }
+    if key == KEY_CLUSTER_SIZE {
+        return match value.parse::<u32>() {
+            Ok(_) if value.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+            _ => Err(ValueError::NotANumber {
+                shown: shown(value),
+            }),
+        };
+    }
     protocol::validate_value(value)?;
     if let Some((index, c)) = value.chars().enumerate().find(|(_, c)| is_forbidden(*c)) {
         return Err(ValueError::Control {
@@ -110,6 +142,24 @@ pub fn check_value(key: &str, value: &str) -> Result<(), ValueError> {
         });
     }
     Ok(())
+}
+
+/// A member list: IP addresses separated by commas, nothing else (so no shell or YAML
+/// character can pass), or empty. No length limit: it never travels through the service.
+fn check_address_list(key: &'static str, value: &str) -> Result<(), ValueError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    match value
+        .split(',')
+        .find(|item| item.parse::<IpAddr>().is_err())
+    {
+        Some(item) => Err(ValueError::NotAnAddressList {
+            key,
+            shown: shown(item),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The ASCII punctuation a value other than `master_ip` may hold.
@@ -402,6 +452,45 @@ mod tests {
             check_value("bad key", "v"),
             Err(ValueError::Item(ItemError::KeyCharacters))
         );
+    }
+
+    #[test]
+    fn member_lists_are_addresses_of_any_number_and_the_size_a_number() {
+        let thousand: Vec<String> = (0..1000)
+            .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+            .collect();
+        assert_eq!(check_value("cluster_members", &thousand.join(",")), Ok(()));
+        assert_eq!(
+            check_value("cluster_workers", ""),
+            Ok(()),
+            "a cluster of one"
+        );
+        assert_eq!(check_value("cluster_workers", "10.0.0.2,fd00::3"), Ok(()));
+        for bad in [
+            "10.0.0.2,",
+            "10.0.0.2;reboot",
+            "10.0.0.2, 10.0.0.3",
+            "$(id)",
+            "10.0.0.2\n",
+        ] {
+            assert!(
+                matches!(
+                    check_value("cluster_workers", bad),
+                    Err(ValueError::NotAnAddressList { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(check_value("cluster_size", "8"), Ok(()));
+        for bad in ["", "+8", "8 ", "-1", "x"] {
+            assert!(
+                matches!(
+                    check_value("cluster_size", bad),
+                    Err(ValueError::NotANumber { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

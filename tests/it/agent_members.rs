@@ -254,3 +254,22 @@ async fn a_legacy_service_skips_registration_and_member_files_fail_with_their_co
     assert!(err.to_string().contains("keeps no member list"), "{err}");
     assert_eq!(worker.read(0), before);
 }
+
+#[tokio::test]
+async fn a_cluster_of_one_fills_an_empty_worker_list() {
+    let (server, pin) = cluster(Config::default()).await;
+    let url = server.url();
+    let master = Node::new(&context(
+        true,
+        "127.0.0.1",
+        1,
+        "members=###CLUSTER_MEMBERS_PLACEHOLDER###\nworkers=###CLUSTER_WORKERS_PLACEHOLDER###\n",
+    ));
+    support::contextualize(&master, &overrides(&url, &pin, RoleRequest::Master))
+        .await
+        .unwrap();
+    assert_eq!(
+        master.read(0).split_once("[ucernvm-end]\n").unwrap().1,
+        "members=127.0.0.1\nworkers=\n"
+    );
+}
