@@ -12,6 +12,10 @@
 //! parked, and reports what they cost the service in CPU time (with `--server-pid`): writes
 //! of other keys should not wake the waiters (the herd).
 //!
+//! With `--park-url` (repeatable) the waiters are spread round-robin over those URLs instead
+//! (replicas of one service on PostgreSQL), while the cluster is created and the key written
+//! on `--url`: the cross-replica wake. The last line is then a JSON summary (`WAKE_JSON`).
+//!
 //! Plain HTTP only; each waiter is its own TCP connection with a hand-written HTTP/1.1
 //! request, so that the tool itself stays small next to 10,000 sockets.
 
@@ -59,13 +63,33 @@ struct Args {
     /// the other, before the write they wait for.
     #[arg(long, default_value_t = 0)]
     other_writes: usize,
+    /// Park the waiters round-robin on these URLs (replicas) instead of on `--url`.
+    #[arg(long)]
+    park_url: Vec<String>,
 }
 
-/// What one waiter saw.
+/// What one waiter saw, and which of the park URLs it waited on.
 #[derive(Debug, Default, Clone, Copy)]
 struct Outcome {
     status: u16,
     answered: Option<Instant>,
+    target: usize,
+}
+
+async fn resolve(base: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(
+        base.strip_prefix("http://")
+            .ok_or_else(|| anyhow::anyhow!("--url must be http://HOST:PORT"))?,
+    )
+    .await?
+    .next()
+    .ok_or_else(|| anyhow::anyhow!("cannot resolve {base}"))
+}
+
+/// Nearest-rank percentile of sorted durations, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: usize) -> Option<f64> {
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted.get(rank - 1).map(|d| d.as_secs_f64() * 1e3)
 }
 
 #[tokio::main]
@@ -79,13 +103,18 @@ async fn main() -> anyhow::Result<()> {
         args.waiters
     );
     let base = args.url.trim_end_matches('/').to_string();
-    let addr: SocketAddr = tokio::net::lookup_host(
-        base.strip_prefix("http://")
-            .ok_or_else(|| anyhow::anyhow!("--url must be http://HOST:PORT"))?,
-    )
-    .await?
-    .next()
-    .ok_or_else(|| anyhow::anyhow!("cannot resolve {base}"))?;
+    let park: Vec<String> = if args.park_url.is_empty() {
+        vec![base.clone()]
+    } else {
+        args.park_url
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
+    };
+    let mut addrs = Vec::with_capacity(park.len());
+    for url in &park {
+        addrs.push(resolve(url).await?);
+    }
 
     let http = reqwest::Client::new();
     let created: serde_json::Value = http
@@ -103,20 +132,28 @@ async fn main() -> anyhow::Result<()> {
         println!("service memory before: {}", memory(pid));
     }
 
-    let request = format!(
-        "GET /api/v1/clusters/{pin}/keys/{}?wait={} HTTP/1.1\r\nHost: {addr}\r\n\
-         Connection: close\r\n\r\n",
-        args.key, args.wait
-    );
-    let request: Arc<[u8]> = request.into_bytes().into();
+    let requests: Vec<Arc<[u8]>> = addrs
+        .iter()
+        .map(|addr| {
+            format!(
+                "GET /api/v1/clusters/{pin}/keys/{}?wait={} HTTP/1.1\r\nHost: {addr}\r\n\
+                 Connection: close\r\n\r\n",
+                args.key, args.wait
+            )
+            .into_bytes()
+            .into()
+        })
+        .collect();
     let connecting = Arc::new(Semaphore::new(args.connect_parallel));
     let sent = Arc::new(AtomicUsize::new(0));
     let all_sent = Arc::new(Notify::new());
     let park_started = Instant::now();
     let mut tasks = Vec::with_capacity(args.waiters);
-    for _ in 0..args.waiters {
+    for n in 0..args.waiters {
+        let target = n % addrs.len();
+        let addr = addrs[target];
         let (request, connecting, sent, all_sent) = (
-            Arc::clone(&request),
+            Arc::clone(&requests[target]),
             Arc::clone(&connecting),
             Arc::clone(&sent),
             Arc::clone(&all_sent),
@@ -137,12 +174,16 @@ async fn main() -> anyhow::Result<()> {
             if sent.fetch_add(1, Ordering::SeqCst) + 1 == total {
                 all_sent.notify_one();
             }
+            let failed = Outcome {
+                target,
+                ..Outcome::default()
+            };
             let Some(mut stream) = stream else {
-                return Outcome::default();
+                return failed;
             };
             let mut answer = Vec::with_capacity(512);
             if stream.read_to_end(&mut answer).await.is_err() {
-                return Outcome::default();
+                return failed;
             }
             let answered = Instant::now();
             let status = std::str::from_utf8(&answer)
@@ -153,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             Outcome {
                 status,
                 answered: Some(answered),
+                target,
             }
         }));
     }
@@ -161,7 +203,10 @@ async fn main() -> anyhow::Result<()> {
     }
     // Wait until the service reports every waiter parked.
     let parked = loop {
-        let parked = waiters_parked(&http, &base).await?;
+        let mut parked = 0;
+        for url in &park {
+            parked += waiters_parked(&http, url).await?;
+        }
         if parked >= args.waiters as i64 || park_started.elapsed() > Duration::from_secs(30) {
             break parked;
         }
@@ -238,6 +283,32 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(pid) = args.server_pid {
         println!("service memory after: {}", memory(pid));
+    }
+    if !args.park_url.is_empty() {
+        let per_url: Vec<serde_json::Value> = park
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let mut mine: Vec<Duration> = outcomes
+                    .iter()
+                    .filter(|o| o.target == i && o.status == 200)
+                    .filter_map(|o| o.answered.map(|t| t.saturating_duration_since(written)))
+                    .collect();
+                mine.sort_unstable();
+                serde_json::json!({
+                    "url": url, "answered": mine.len(),
+                    "p50_ms": percentile_ms(&mine, 50), "p99_ms": percentile_ms(&mine, 99),
+                })
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "waiters": args.waiters, "parked": parked, "answered": latencies.len(),
+            "failed": failed, "ack_ms": ack.as_secs_f64() * 1e3,
+            "p50_ms": percentile_ms(&latencies, 50), "p99_ms": percentile_ms(&latencies, 99),
+            "max_ms": latencies.last().map(|d| d.as_secs_f64() * 1e3),
+            "per_url": per_url,
+        });
+        println!("WAKE_JSON {summary}");
     }
     Ok(())
 }
