@@ -62,13 +62,15 @@ pub async fn run(
     if let Some(role) = state.role.filter(|_| state.succeeded()) {
         if needed.iter().all(|key| state.values.contains_key(key)) {
             let refilled = fill(contexts, &state.values)?;
+            // Registering logs progress of its own: the unit's last word (`systemctl status`)
+            // must still be this run's outcome, so it comes after.
+            reregister(plan, &mut state, store, role).await;
             tracing::info!(
                 status = %format!("done: already contextualized as {role}, {} file(s) refilled", refilled.len()),
                 "already contextualized as {role} for PIN {}; refilled {} file(s) from recorded values",
                 config.pin,
                 refilled.len()
             );
-            reregister(plan, &mut state, store, role).await;
             return Ok(Finished::AlreadyDone { role });
         }
         tracing::info!("files reference keys not fetched before; contextualizing again");

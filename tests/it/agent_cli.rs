@@ -417,6 +417,16 @@ impl NotifySocket {
         }
         panic!("no status {wanted:?} within {limit:?}; got {:?}", self.seen);
     }
+
+    /// Every message sent so far (the sender has exited): the last is the unit's last word.
+    fn drain(&mut self) -> &[String] {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buffer) {
+            self.seen
+                .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        }
+        &self.seen
+    }
 }
 
 #[cfg(feature = "server")]
@@ -486,6 +496,30 @@ fn progress_reaches_systemds_notify_socket() {
         Duration::from_secs(20),
     );
     assert!(worker.wait().unwrap().success());
+
+    // A reboot: files refilled from the state, the node registered again; the last status is
+    // still the outcome, not the registration's progress.
+    let mut reboot_status = NotifySocket::bind(dir.path().join("reboot.sock"));
+    let out = Command::new(BIN)
+        .args(["contextualize", "--context"])
+        .arg(&worker_file)
+        .arg("--state-dir")
+        .arg(dir.path().join("worker-state"))
+        .env_remove("JOURNAL_STREAM")
+        .env("NOTIFY_SOCKET", &reboot_status.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reboot: {}", stderr(&out));
+    let seen = reboot_status.drain();
+    assert!(
+        seen.iter().any(|m| m.contains("registering this node")),
+        "the reboot registered again: {seen:?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|m| m.starts_with("STATUS=done: already contextualized as worker")),
+        "{seen:?}"
+    );
 
     // A run that fails leaves its cause as the unit's last status.
     service.signal(libc::SIGTERM);
