@@ -60,6 +60,8 @@ mod server_members;
 #[cfg(feature = "server")]
 mod server_openapi;
 #[cfg(feature = "server")]
+mod server_postgres_disk;
+#[cfg(feature = "server")]
 mod server_replicas;
 #[cfg(feature = "server")]
 mod web_browser;
