@@ -8,7 +8,7 @@ demo:
 
 # The boot simulation: every scenario on Debian bookworm, then the trixie subset that keeps CI
 # well inside its time limit (the whole trixie set: `contrib/bootsim/run --distro trixie`).
-TRIXIE_SCENARIOS := cloud-init happy shotgun reboot legacy-agent
+TRIXIE_SCENARIOS := cloud-init happy shotgun reboot legacy-agent membership
 
 # Both runs boot the binary `make static` built (and package-check checked), instead of
 # each building its own.
