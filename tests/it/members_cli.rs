@@ -36,6 +36,14 @@ fn service(dir: &tempfile::TempDir, name: &str, extra: &[&str]) -> ServeProcess 
     ServeProcess::start(&dir.path().join(format!("{name}.sqlite3")), extra)
 }
 
+/// A service of its own with one new PIN (the directory holds its database).
+fn fresh() -> (tempfile::TempDir, ServeProcess, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(&dir, "pins", &[]);
+    let pin = create_pin(&service.url);
+    (dir, service, pin)
+}
+
 fn create_pin(url: &str) -> String {
     let created = clusterctx(&["pin", "create", "--service", url]);
     assert!(created.status.success(), "{}", text(&created.stderr));
@@ -107,10 +115,8 @@ fn rows(table: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn members_are_listed_in_joining_order_as_text_and_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = service(&dir, "pins", &[]);
+    let (_dir, service, pin) = fresh();
     let url = service.url.clone();
-    let pin = create_pin(&url);
     let joined: Vec<(String, String)> = [(3, "127.0.0.3"), (1, "127.0.0.1"), (2, "fd00::2")]
         .map(|(n, address)| (node(n), address.to_string()))
         .into();
@@ -198,10 +204,8 @@ fn members_are_listed_in_joining_order_as_text_and_json() {
 
 #[test]
 fn members_can_wait_for_the_expected_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = service(&dir, "pins", &[]);
+    let (_dir, service, pin) = fresh();
     let url = service.url.clone();
-    let pin = create_pin(&url);
     let first: Vec<(String, String)> = (1..=3).map(|n| (node(n), format!("127.0.0.{n}"))).collect();
     register(&url, &pin, &first);
 
@@ -263,53 +267,47 @@ fn members_can_wait_for_the_expected_size() {
 fn sealed_addresses_open_with_the_secret_file() {
     use std::os::unix::fs::PermissionsExt;
 
-    let dir = tempfile::tempdir().unwrap();
-    let service = service(&dir, "pins", &[]);
+    let (dir, service, pin) = fresh();
     let url = service.url.clone();
-    let pin = create_pin(&url);
     let secret = ClusterSecret::generate().unwrap();
     let sealer = Sealer::new(&secret, &Pin::new(&pin));
     let sealed = sealer.seal(MEMBER_ADDRESS_KEY, "10.6.6.6").unwrap();
     register(&url, &pin, &[(node(1), sealed.clone())]);
-    let file = dir.path().join("secret");
-    std::fs::write(&file, format!("{}\n", secret.expose())).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret_file = |name: &str, secret: &ClusterSecret| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{}\n", secret.expose())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let with_secret = |file: &std::path::Path| {
+        let file = file.to_str().unwrap();
+        clusterctx(&["members", "--service", &url, "--secret-file", file, &pin])
+    };
 
     let plain = clusterctx(&["members", "--service", &url, &pin]);
     assert_eq!(rows(&text(&plain.stdout))[0][2], sealed);
-    let opened = clusterctx(&[
-        "members",
-        "--service",
-        &url,
-        "--secret-file",
-        file.to_str().unwrap(),
-        &pin,
-    ]);
+    let opened = with_secret(&secret_file("secret", &secret));
     assert!(opened.status.success(), "{}", text(&opened.stderr));
     assert_eq!(rows(&text(&opened.stdout))[0][2], "10.6.6.6");
 
     // Another cluster's secret does not open it.
-    let other = dir.path().join("other");
-    std::fs::write(
-        &other,
-        format!("{}\n", ClusterSecret::generate().unwrap().expose()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let refused = clusterctx(&[
-        "members",
-        "--service",
-        &url,
-        "--secret-file",
-        other.to_str().unwrap(),
-        &pin,
-    ]);
+    let refused = with_secret(&secret_file("other", &ClusterSecret::generate().unwrap()));
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         text(&refused.stderr).contains("not sealed by this cluster"),
         "{}",
         text(&refused.stderr)
     );
+}
+
+/// Each of `outs` failed with exit code 1 and `message`, its PIN redacted.
+fn fail_alike(outs: &[&Output], message: &str, pin: &str) {
+    for out in outs {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(message), "{err}");
+        assert!(!err.contains(pin), "the PIN leaked: {err}");
+    }
 }
 
 #[test]
@@ -323,15 +321,11 @@ fn unknown_expired_and_legacy_answer_as_the_other_operator_commands() {
     let keys = clusterctx(&["key", "list", "--service", &ours.url, unknown]);
     let members = clusterctx(&["members", "--service", &ours.url, unknown]);
     let show = clusterctx(&["pin", "show", "--service", &ours.url, unknown]);
-    for out in [&keys, &members, &show] {
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(
-            err.contains("HTTP 404 Not Found: no cluster with this PIN"),
-            "{err}"
-        );
-        assert!(!err.contains(unknown), "the PIN leaked: {err}");
-    }
+    fail_alike(
+        &[&keys, &members, &show],
+        "HTTP 404 Not Found: no cluster with this PIN",
+        unknown,
+    );
 
     // Expired (the service's PINs live 1 s here): 410 for all three.
     let pin = create_pin(&ours.url);
@@ -346,12 +340,7 @@ fn unknown_expired_and_legacy_answer_as_the_other_operator_commands() {
     };
     let members = clusterctx(&["members", "--service", &ours.url, &pin]);
     let show = clusterctx(&["pin", "show", "--service", &ours.url, &pin]);
-    for out in [&keys, &members, &show] {
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains("HTTP 410 Gone"), "{err}");
-        assert!(!err.contains(&pin), "the PIN leaked: {err}");
-    }
+    fail_alike(&[&keys, &members, &show], "HTTP 410 Gone", &pin);
 
     // Legacy: no member list, said as such; `pin show` still shows the PIN.
     let pin = create_pin(&legacy.url);
