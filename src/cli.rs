@@ -49,6 +49,8 @@ pub enum Command {
     /// Read and write the keys of a cluster.
     #[command(subcommand)]
     Key(manage::KeyCommand),
+    /// List a cluster's members in joining order, and how many of its expected size joined.
+    Members(manage::MembersArgs),
     /// Write the man page or shell completions (used by packaging).
     #[command(hide = true)]
     Generate(GenerateArgs),

@@ -31,7 +31,8 @@
 //! - [`cli`]: the command-line definition, also used to generate the man page and completions.
 //! - [`notify`]: progress for systemd: the retry loop's per-try lines and the final word of a
 //!   run become `STATUS=` messages, so `systemctl status` shows where a boot stands.
-//! - [`manage`]: the manual commands `clusterctx pin ...` and `clusterctx key ...`.
+//! - [`manage`]: the manual commands `clusterctx pin ...`, `clusterctx key ...` and
+//!   `clusterctx members`, each over the service URLs given, with the agent's failover.
 //! - [`sys`]: process-wide OS settings (the open files limit), for the service and the load
 //!   tools in `examples/`.
 //!

@@ -52,6 +52,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Check(args) => Ok(agent::check_command(&args.agent)?),
         Command::Pin(command) => manage::pin_command(&command).await,
         Command::Key(command) => manage::key_command(&command).await,
+        Command::Members(args) => manage::members_command(&args).await,
         Command::Generate(args) => clusterctx::cli::generate(&args),
     }
 }

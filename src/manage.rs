@@ -1,34 +1,55 @@
-//! Manual commands for people and scripts: `clusterctx pin ...` and `clusterctx key ...`.
+//! Manual commands for people and scripts: `clusterctx pin ...`, `clusterctx key ...` and
+//! `clusterctx members`.
 
-use std::{io::IsTerminal, path::PathBuf, time::Duration};
+use std::{cell::Cell, io::IsTerminal, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
 use crate::{
-    client::{normalize_service_url, ClientOptions, Created, PinClient},
-    seal::Sealer,
+    client::{
+        failover::parse_service_urls, ClientError, ClientOptions, Created, Services,
+        DEFAULT_REQUEST_TIMEOUT,
+    },
+    protocol::MemberItem,
+    seal::{Sealer, MEMBER_ADDRESS_KEY},
     secret::{AdminToken, ClusterSecret, Pin, CLUSTER_SECRET_KEY},
 };
+
+/// The slot of a call that does not wait: it only bounds what a long-poll would be given.
+const ONE_TRY: Duration = DEFAULT_REQUEST_TIMEOUT;
 
 /// How to reach the service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
-    /// The PIN service URL.
-    #[arg(long, env = "CLUSTERCTX_SERVICE", value_name = "URL")]
-    pub service: String,
+    /// The PIN service URL. Repeat it (or give URL1,URL2) for replicas of one service: a
+    /// transient failure (refused, timed out, 5xx) moves on to the next.
+    #[arg(
+        long,
+        visible_alias = "service-url",
+        env = "CLUSTERCTX_SERVICE",
+        value_name = "URL",
+        required = true
+    )]
+    pub service: Vec<String>,
     /// Extra trusted CA certificates (PEM) for an https service.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 }
 
 impl ServiceArgs {
-    fn client(&self) -> anyhow::Result<PinClient> {
-        let (url, schemeless) = normalize_service_url(&self.service)?;
-        if schemeless {
-            tracing::warn!("no scheme in {}: using {url}", self.service);
+    /// The normalized URLs, in order, each once (remarks logged as warnings).
+    fn urls(&self) -> anyhow::Result<Vec<String>> {
+        let raw: Vec<&str> = self.service.iter().map(String::as_str).collect();
+        let (urls, warnings) = parse_service_urls(&raw, "--service")?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
         }
-        Ok(PinClient::new(
-            &url,
+        Ok(urls)
+    }
+
+    fn services(&self) -> anyhow::Result<Services> {
+        Ok(Services::new(
+            &self.urls()?,
             &ClientOptions {
                 ca_file: self.ca_file.clone(),
                 ..ClientOptions::default()
@@ -98,7 +119,7 @@ pub enum PinCommand {
         #[arg(long)]
         secret: bool,
     },
-    /// Show a PIN's creation and expiry times.
+    /// Show a PIN's creation and expiry times, and its members in joining order.
     Show {
         #[command(flatten)]
         service: ServiceArgs,
@@ -176,7 +197,12 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
         } => {
             // Made before the PIN, so that a broken random source wastes no PIN.
             let secret = secret.then(ClusterSecret::generate).transpose()?;
-            let info = service.client()?.create_cluster().await?;
+            let services = service.services()?;
+            // A create that timed out may have committed on that URL: the next one then
+            // makes another PIN, and the first expires unused.
+            let info = services
+                .attempt(ONE_TRY, |client, _| client.create_cluster())
+                .await?;
             if *json {
                 let mut answer = serde_json::to_value(&info)?;
                 if let Some(secret) = &secret {
@@ -187,9 +213,11 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
             }
             println!("{}", info.pin);
             if let Some(secret) = &secret {
-                let (url, _) = normalize_service_url(&service.service)?;
                 println!("{}", secret.expose());
-                print!("{}", ucernvm_blocks(&info.pin, secret, &url));
+                print!(
+                    "{}",
+                    ucernvm_blocks(&info.pin, secret, &service.urls()?.join(","))
+                );
                 eprintln!(
                     "cluster secret made here, never sent to the service: keep it with the \
                      blocks, it cannot be recovered"
@@ -215,11 +243,23 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
             }
         }
         PinCommand::Show { service, pin } => {
-            let info = service.client()?.cluster(pin).await?;
+            let services = service.services()?;
+            let info = services
+                .attempt(ONE_TRY, |client, _| client.cluster(pin))
+                .await?;
             println!("pin: {}", info.pin);
             println!("creation_time: {}", info.creation_time);
             if let Some(expires_at) = info.expires_at {
                 println!("expires_at: {expires_at}");
+            }
+            match fetch_members(&services, pin, None, None).await? {
+                Some(members) => {
+                    println!("members: {}", members.len());
+                    if !members.is_empty() {
+                        print!("{}", members_table(&members, "  "));
+                    }
+                }
+                None => println!("members: not kept by this service"),
             }
         }
         PinCommand::Delete {
@@ -227,9 +267,10 @@ pub async fn pin_command(command: &PinCommand) -> anyhow::Result<()> {
             token,
             pin,
         } => {
+            let token = token.token.as_ref();
             service
-                .client()?
-                .delete_cluster(pin, token.token.as_ref())
+                .services()?
+                .attempt(ONE_TRY, |client, _| client.delete_cluster(pin, token))
                 .await?;
         }
     }
@@ -246,9 +287,12 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             secret,
         } => {
             let sealer = secret.sealer(pin)?;
+            let wait = wait.map(Duration::from_secs);
             let value = service
-                .client()?
-                .get_key(pin, key, wait.map(Duration::from_secs))
+                .services()?
+                .attempt(wait.unwrap_or(ONE_TRY), |client, left| {
+                    client.get_key(pin, key, wait.map(|_| left))
+                })
                 .await?;
             match (value, sealer) {
                 (Some(value), Some(sealer)) => println!("{}", sealer.open(key, &value)?),
@@ -265,21 +309,46 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             value,
             secret,
         } => {
-            let client = service.client()?;
+            let services = service.services()?;
+            let token = token.token.as_ref();
+            // Sealed once: a create repeated on the next URL then sends the same text.
             let value = &match secret.sealer(pin)? {
                 Some(sealer) => sealer.seal(key, value)?,
                 None => value.clone(),
             };
             if *replace {
-                client
-                    .put_key(pin, key, value, token.token.as_ref())
+                services
+                    .attempt(ONE_TRY, |client, _| client.put_key(pin, key, value, token))
                     .await?;
-            } else if client.create_key(pin, key, value).await? == Created::AlreadyExists {
-                anyhow::bail!("key {key} exists already; use --replace (with the admin token)");
+                return Ok(());
+            }
+            let calls = Cell::new(0);
+            let created = services
+                .attempt(ONE_TRY, |client, _| {
+                    calls.set(calls.get() + 1);
+                    client.create_key(pin, key, value)
+                })
+                .await?;
+            if created == Created::AlreadyExists {
+                // After a failover the 409 may be our own create, committed by the URL that
+                // timed out: the same text is ours.
+                let ours = calls.get() > 1
+                    && services
+                        .attempt(ONE_TRY, |client, _| client.get_key(pin, key, None))
+                        .await?
+                        .as_deref()
+                        == Some(value.as_str());
+                if !ours {
+                    anyhow::bail!("key {key} exists already; use --replace (with the admin token)");
+                }
             }
         }
         KeyCommand::List { service, pin } => {
-            for item in service.client()?.list_keys(pin).await? {
+            let services = service.services()?;
+            let items = services
+                .attempt(ONE_TRY, |client, _| client.list_keys(pin))
+                .await?;
+            for item in items {
                 println!("{}", crate::protocol::render_text(&item.key, &item.value));
             }
         }
@@ -289,13 +358,168 @@ pub async fn key_command(command: &KeyCommand) -> anyhow::Result<()> {
             pin,
             key,
         } => {
+            let token = token.token.as_ref();
             service
-                .client()?
-                .delete_key(pin, key, token.token.as_ref())
+                .services()?
+                .attempt(ONE_TRY, |client, _| client.delete_key(pin, key, token))
                 .await?;
         }
     }
     Ok(())
+}
+
+/// `clusterctx members PIN`.
+#[derive(Debug, clap::Args)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// Print JSON (`count`, `cluster_size`, `members`) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// The cluster's expected size: also say how many of it have joined ("7 of 10 joined").
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cluster_size: Option<u32>,
+    /// Wait up to this many seconds for --cluster-size members (long-poll); fail if fewer
+    /// joined by then (the list as it stands is printed either way).
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "cluster_size",
+        value_parser = clap::value_parser!(u64).range(0..=60)
+    )]
+    pub wait: Option<u64>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[arg(value_parser = parse_pin)]
+    pub pin: Pin,
+}
+
+pub async fn members_command(args: &MembersArgs) -> anyhow::Result<()> {
+    let services = args.service.services()?;
+    let sealer = args.secret.sealer(&args.pin)?;
+    let size = args.cluster_size;
+    let wait = args.wait.map(Duration::from_secs);
+    let Some(mut members) = fetch_members(&services, &args.pin, size, wait).await? else {
+        anyhow::bail!("{}", no_member_list(&services));
+    };
+    if let Some(sealer) = &sealer {
+        open_addresses(&mut members, sealer)?;
+    }
+    if args.json {
+        let answer = serde_json::json!({
+            "count": members.len(),
+            "cluster_size": size,
+            "members": members,
+        });
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", members_table(&members, ""));
+        println!("{}", joined_summary(members.len(), size));
+    }
+    if let (Some(size), Some(wait)) = (size, args.wait) {
+        if members.len() < size as usize {
+            anyhow::bail!(
+                "only {} of {size} members joined within {wait} s",
+                members.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The members in joining order; `Ok(None)` when the service keeps no member list (a legacy
+/// one, or ours from before membership: a 404 without our error message). With `size` and
+/// `wait`, long-polls until that many have joined.
+async fn fetch_members(
+    services: &Services,
+    pin: &Pin,
+    size: Option<u32>,
+    wait: Option<Duration>,
+) -> anyhow::Result<Option<Vec<MemberItem>>> {
+    let min = size.map(|size| size as usize);
+    let answer = services
+        .attempt(wait.unwrap_or(ONE_TRY), |client, left| {
+            client.members(pin, min, wait.map(|_| left))
+        })
+        .await;
+    match answer {
+        Ok(members) => Ok(Some(members)),
+        Err(ClientError::Status { status, detail, .. })
+            if status == reqwest::StatusCode::NOT_FOUND
+                && (detail.is_none() || services.server_kind().is_some_and(|k| k.is_legacy())) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn no_member_list(services: &Services) -> String {
+    format!(
+        "the PIN service at {} keeps no member list (a legacy service, or a clusterctx from \
+         before membership)",
+        services.current_url()
+    )
+}
+
+/// Sealed addresses opened in place; a plain one is left as the service holds it.
+fn open_addresses(members: &mut [MemberItem], sealer: &Sealer) -> anyhow::Result<()> {
+    for member in members {
+        if crate::seal::is_sealed(&member.address) {
+            member.address = sealer
+                .open(MEMBER_ADDRESS_KEY, &member.address)
+                .with_context(|| format!("the address of member {}", member.node))?;
+        }
+    }
+    Ok(())
+}
+
+/// A header and one line per member, columns aligned, each line after `indent`.
+fn members_table(members: &[MemberItem], indent: &str) -> String {
+    let header = ["NODE", "ROLE", "ADDRESS", "JOINED_AT", "LAST_SEEN"];
+    let rows: Vec<[&str; 5]> = members
+        .iter()
+        .map(|m| {
+            [
+                m.node.as_str(),
+                m.role.as_str(),
+                m.address.as_str(),
+                m.joined_at.as_str(),
+                m.last_seen.as_str(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        out.push_str(indent);
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// "7 members", and with an expected size "7 of 10 joined" on a second line.
+fn joined_summary(count: usize, size: Option<u32>) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    let mut line = format!("{count} member{plural}");
+    if let Some(size) = size {
+        line.push_str(&format!("\n{count} of {size} joined"));
+        if count > size as usize {
+            line.push_str(&format!(" (the first {size} fill the member lists)"));
+        }
+    }
+    line
 }
 
 /// The three ucernvm blocks of a sealed cluster: master, worker, and first-in election.

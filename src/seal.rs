@@ -66,6 +66,10 @@ pub enum OpenError {
     DoesNotOpen { key: String },
 }
 
+/// The key a member's address is sealed under (binds it to its use): the agent seals its own,
+/// the member placeholders and `clusterctx members` open them.
+pub const MEMBER_ADDRESS_KEY: &str = "cluster_member_address";
+
 /// Whether `text` has the form of a sealed value: [`PREFIX`], base64url, long enough for a
 /// nonce, a tag and one byte. Says nothing about who sealed it: only [`Sealer::open`] does.
 pub fn is_sealed(text: &str) -> bool {

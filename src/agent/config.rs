@@ -3,7 +3,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
-    client::{normalize_service_url, retry::RetryPolicy, ClientOptions, DEFAULT_REQUEST_TIMEOUT},
+    client::{
+        failover::parse_service_urls, retry::RetryPolicy, ClientOptions, DEFAULT_REQUEST_TIMEOUT,
+    },
     context::{legacy_bool, UcernvmBlock},
     secret::{ClusterSecret, Pin, CLUSTER_SECRET_KEY},
 };
@@ -11,8 +13,7 @@ use crate::{
 /// Where the legacy service lived; the default when the block names none.
 pub const DEFAULT_SERVICE_URL: &str = "https://cernvm-online.cern.ch";
 
-/// More URLs than this is a mistake (each one can cost a connect timeout per try).
-pub const MAX_SERVICE_URLS: usize = 8;
+pub use crate::client::failover::MAX_SERVICE_URLS;
 
 /// Keys the agent reads from the ucernvm block. The first three are the legacy ones.
 pub mod keys {
@@ -215,38 +216,12 @@ impl AgentConfig {
         } else {
             overrides.service_url.iter().map(String::as_str).collect()
         };
-        let mut service_urls: Vec<String> = Vec::new();
-        for raw_url in raw_urls.iter().flat_map(|raw| raw.split(',')) {
-            let raw_url = raw_url.trim();
-            let (service_url, schemeless) =
-                normalize_service_url(raw_url).map_err(|e| ConfigError {
-                    key: keys::SERVICE_URL,
-                    message: e.to_string(),
-                })?;
-            if schemeless {
-                warnings.push(format!(
-                    "{}={raw_url} has no scheme; using plain http as the legacy agent did ({service_url})",
-                    keys::SERVICE_URL
-                ));
-            }
-            if service_urls.contains(&service_url) {
-                warnings.push(format!(
-                    "{}: {service_url} is listed twice; trying it once",
-                    keys::SERVICE_URL
-                ));
-                continue;
-            }
-            service_urls.push(service_url);
-        }
-        if service_urls.len() > MAX_SERVICE_URLS {
-            return Err(ConfigError {
+        let (service_urls, url_warnings) = parse_service_urls(&raw_urls, keys::SERVICE_URL)
+            .map_err(|e| ConfigError {
                 key: keys::SERVICE_URL,
-                message: format!(
-                    "{} URLs; at most {MAX_SERVICE_URLS} are tried",
-                    service_urls.len()
-                ),
-            });
-        }
+                message: e.to_string(),
+            })?;
+        warnings.extend(url_warnings);
         let service_label = service_urls.join(",");
 
         let address = overrides

@@ -331,7 +331,7 @@ impl<'a> Run<'a> {
         let text = self
             .plan
             .sealing
-            .seal(MEMBER_SEAL_KEY, &address.to_string())
+            .seal(crate::seal::MEMBER_ADDRESS_KEY, &address.to_string())
             .map_err(AgentError::Seal)?;
         let step = self.step("registering this node", None);
         let (services, pin, node, text) =
@@ -398,7 +398,7 @@ impl<'a> Run<'a> {
             let address = self
                 .plan
                 .sealing
-                .open(MEMBER_SEAL_KEY, &member.address)
+                .open(crate::seal::MEMBER_ADDRESS_KEY, &member.address)
                 .map_err(|source| AgentError::NotSealedByThisCluster {
                     key: format!("the address of member {}", member.node),
                     source,
@@ -602,9 +602,6 @@ impl<'a> Run<'a> {
         Ok(value)
     }
 }
-
-/// The key a member's address is sealed under (binds it to its use).
-const MEMBER_SEAL_KEY: &str = "cluster_member_address";
 
 fn yes_no(flag: bool) -> &'static str {
     if flag {

@@ -17,7 +17,42 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{ClientError, ClientOptions, PinClient, ServerKind};
+use super::{normalize_service_url, ClientError, ClientOptions, PinClient, ServerKind};
+
+/// More URLs than this is a mistake (each one can cost a connect timeout per try).
+pub const MAX_SERVICE_URLS: usize = 8;
+
+/// The normalized URLs of `raw` (each item may list several, separated by commas), in order,
+/// each once, and the remarks for the log (`setting` names where they came from). The agent's
+/// settings and the operator commands read URL lists the same way.
+pub fn parse_service_urls(
+    raw: &[&str],
+    setting: &str,
+) -> Result<(Vec<String>, Vec<String>), ClientError> {
+    let mut urls: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
+    for raw_url in raw.iter().flat_map(|raw| raw.split(',')) {
+        let raw_url = raw_url.trim();
+        let (url, schemeless) = normalize_service_url(raw_url)?;
+        if schemeless {
+            warnings.push(format!(
+                "{setting}={raw_url} has no scheme; using plain http as the legacy agent did ({url})"
+            ));
+        }
+        if urls.contains(&url) {
+            warnings.push(format!("{setting}: {url} is listed twice; trying it once"));
+            continue;
+        }
+        urls.push(url);
+    }
+    if urls.len() > MAX_SERVICE_URLS {
+        return Err(ClientError::Invalid {
+            what: "service URL",
+            message: format!("{} URLs; at most {MAX_SERVICE_URLS} are tried", urls.len()),
+        });
+    }
+    Ok((urls, warnings))
+}
 
 /// The clients of one service, tried in order from the one that answered last.
 #[derive(Debug)]

@@ -236,31 +236,16 @@ impl PinClient {
         key: &str,
         wait: Option<Duration>,
     ) -> Result<Option<String>, ClientError> {
-        let mut url = self.key_url(pin, key)?;
-        let mut request_timeout = self.request_timeout;
-        if let Some(wait) = wait {
-            // Milliseconds, so a long-poll can last exactly the caller's retry slot: a worker
-            // is then always listening, never sleeping between two long-polls.
-            let wait = wait.min(Duration::from_secs(protocol::MAX_WAIT_SECS));
-            if wait.as_millis() > 0 {
-                url.push_str(&format!("?wait={:.3}", wait.as_secs_f64()));
-                request_timeout += wait;
-            }
-        }
-        let answer = self
-            .send(Method::GET, &url, Some(pin), |r| {
-                r.header(header::ACCEPT, "application/json")
-                    .timeout(request_timeout)
-            })
-            .await?;
+        let answer = self.long_poll(self.key_url(pin, key)?, pin, wait).await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        let url = answer.url.clone();
         let item: KeyItem = answer.expect(StatusCode::OK)?.json()?;
         if item.key != key {
             return Err(ClientError::Malformed {
                 method: Method::GET,
-                url: redacted_url(&url, pin),
+                url,
                 message: format!("asked for key {key:?}, got {:?}", item.key),
             });
         }
@@ -363,22 +348,43 @@ impl PinClient {
         wait: Option<Duration>,
     ) -> Result<Vec<MemberItem>, ClientError> {
         let mut url = format!("{}/members", self.cluster_url(pin)?);
+        // Without a wait there is nothing to hold the request for.
+        let wait = match (min, wait) {
+            (Some(min), Some(wait)) => {
+                url.push_str(&format!("?min={min}"));
+                Some(wait)
+            }
+            _ => None,
+        };
+        let answer = self.long_poll(url, pin, wait).await?;
+        answer.expect(StatusCode::OK)?.json()
+    }
+
+    /// A GET of JSON that our service may hold up to `wait` (a legacy server ignores the
+    /// parameter and answers at once). `url` may carry a query already; the request's own
+    /// timeout grows by the wait.
+    async fn long_poll(
+        &self,
+        mut url: String,
+        pin: &Pin,
+        wait: Option<Duration>,
+    ) -> Result<Answer, ClientError> {
         let mut request_timeout = self.request_timeout;
-        if let (Some(min), Some(wait)) = (min, wait) {
+        if let Some(wait) = wait {
+            // Milliseconds, so a long-poll can last exactly the caller's retry slot: a worker
+            // is then always listening, never sleeping between two long-polls.
             let wait = wait.min(Duration::from_secs(protocol::MAX_WAIT_SECS));
-            url.push_str(&format!("?min={min}"));
             if wait.as_millis() > 0 {
-                url.push_str(&format!("&wait={:.3}", wait.as_secs_f64()));
+                let separator = if url.contains('?') { '&' } else { '?' };
+                url.push_str(&format!("{separator}wait={:.3}", wait.as_secs_f64()));
                 request_timeout += wait;
             }
         }
-        let answer = self
-            .send(Method::GET, &url, Some(pin), |r| {
-                r.header(header::ACCEPT, "application/json")
-                    .timeout(request_timeout)
-            })
-            .await?;
-        answer.expect(StatusCode::OK)?.json()
+        self.send(Method::GET, &url, Some(pin), |r| {
+            r.header(header::ACCEPT, "application/json")
+                .timeout(request_timeout)
+        })
+        .await
     }
 
     fn cluster_url(&self, pin: &Pin) -> Result<String, ClientError> {

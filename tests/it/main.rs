@@ -12,6 +12,8 @@
 //!   `server_replicas`: several `serve` processes on one throw-away PostgreSQL
 //!   (`support::postgres`); `support::stores` runs the API suite on both stores.
 //! - `sealed_cli`: sealed values through the operator commands, and what the service kept.
+//! - `members_cli`: the operator's view of membership (`clusterctx members`, `pin show`), and
+//!   the operator commands' several service URLs.
 //! - `web_*`: the operator's page: its headers and HTML through the router, and a real headless
 //!   Chromium creating a PIN and watching the cluster form.
 //! - `agent_legacy`: `auto` against a legacy-like service whose create races
@@ -45,6 +47,8 @@ mod context_swap;
 mod legacy_fidelity;
 #[cfg(feature = "server")]
 mod legacy_shell_compat;
+#[cfg(feature = "server")]
+mod members_cli;
 #[cfg(feature = "server")]
 mod sealed_cli;
 #[cfg(feature = "server")]
