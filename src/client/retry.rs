@@ -162,10 +162,17 @@ pub struct Step<'a> {
     pub url: &'a str,
 }
 
+/// How much of what is left of the window a slot that reaches its end leaves for the answer.
+/// A long-poll offered exactly the time left is answered "not yet" just after the deadline, and
+/// the run would end as cut off (unreachable) instead of as a wait that found nothing.
+fn answer_margin(left: Duration) -> Duration {
+    (left / 4).min(Duration::from_millis(500))
+}
+
 /// Runs `attempt` on `schedule`, logging one line per try (`{what} (try 3/50)`, with the
 /// fields `try`, `tries`, `key`, `url`). `attempt` receives its slot (a long-poll waits about
-/// that long), never more than the time left in the window, and is cut off at the window's
-/// end. Permanent errors end at once; transient ones and [`Attempt::NotYet`] go on to the
+/// that long), never more than the time left in the window less a margin for its answer, and
+/// is cut off at the window's end. Permanent errors end at once; transient ones and [`Attempt::NotYet`] go on to the
 /// next slot while tries and time remain.
 pub async fn retry<T, E, F, Fut>(
     schedule: &mut Schedule,
@@ -186,7 +193,10 @@ where
         if left.is_zero() {
             break;
         }
-        let slot = schedule.policy.slot().min(left);
+        let slot = schedule
+            .policy
+            .slot()
+            .min(left.saturating_sub(answer_margin(left)));
         let number = schedule.used + 1;
         tracing::info!(
             r#try = number,
@@ -447,7 +457,42 @@ mod tests {
         })
         .await;
         assert!(matches!(result, Err(RetryError::GaveUp { .. })));
-        assert_eq!(offered, [Duration::from_secs(5)]);
+        // 5 s left: 4.5 s, leaving a margin for the answer; then a last try in what remains.
+        assert_eq!(
+            offered,
+            [Duration::from_millis(4500), Duration::from_millis(375)]
+        );
+        assert!(Instant::now() <= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_poll_answered_after_its_wait_is_not_cut_off_at_the_end() {
+        // Each try is a long-poll that waits its whole slot and is answered a moment later,
+        // as over a real network: the last one must end as "not yet", inside the window.
+        let mut sched = schedule(2);
+        let deadline = sched.deadline();
+        tokio::time::sleep(sched.policy().window() - Duration::from_secs(5)).await;
+        let mut calls = 0;
+        let result: Result<(), _> = retry(&mut sched, &step("waiting"), |slot| {
+            calls += 1;
+            async move {
+                tokio::time::sleep(slot + Duration::from_millis(20)).await;
+                Ok::<_, ClientError>(Attempt::NotYet)
+            }
+        })
+        .await;
+        assert!(
+            matches!(
+                result,
+                Err(RetryError::GaveUp {
+                    cut_off: false,
+                    used: 2,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(calls, 2);
         assert!(Instant::now() <= deadline);
     }
 

@@ -151,19 +151,12 @@ async fn a_first_url_answering_503_moves_to_the_second() {
             .await;
     let (logs, _guard) = support::Logs::capture();
     let master = Node::new(MASTER_CONTEXT);
-    let started = Instant::now();
     support::contextualize(
         &master,
         &overrides(&[&busy.url(), &service.url], &pin, RoleRequest::Master),
     )
     .await
     .unwrap();
-    // The 503 did not cost a slot: the second URL was asked within the same try.
-    assert!(
-        started.elapsed() < Duration::from_millis(300 * 3 / 4),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(
         busy.requests().len(),
         1,
@@ -171,6 +164,10 @@ async fn a_first_url_answering_503_moves_to_the_second() {
     );
     let text = logs.text();
     assert!(text.contains("HTTP 503"), "{text}");
+    // The 503 did not cost a slot: the second URL was asked within the same try (a count of
+    // tries, not a timing, which a loaded machine would break).
+    assert!(text.contains("(try 1/"), "{text}");
+    assert!(!text.contains("(try 2/"), "a second try: {text}");
     assert!(
         text.contains(&format!("{} answered", service.url)),
         "{text}"
