@@ -28,6 +28,9 @@ pub const PIN_LEN: usize = 12;
 pub const MAX_KEY_LEN: usize = 100;
 /// Longest value the legacy service accepted (values must also be non-empty).
 pub const MAX_VALUE_LEN: usize = 1000;
+/// Most members a service may be configured to keep per cluster (`serve --max-members`): a
+/// list of that many sealed addresses of [`MAX_VALUE_LEN`] must still fit a client's answer cap.
+pub const MAX_MEMBERS: u64 = 4096;
 /// Upper bound of the long-poll `?wait=` parameter, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
 

@@ -30,8 +30,9 @@ use crate::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default budget for a plain request's answer. A long-poll adds its wait on top.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
-/// Answers larger than this are not from a PIN service (values are at most 1000 characters).
-const MAX_BODY: usize = 256 * 1024;
+/// Answers larger than this are not from a PIN service. The longest it sends is a member list:
+/// [`protocol::MAX_MEMBERS`] sealed addresses of up to 1000 characters are about 4.7 MB.
+const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// What answered: our service (with the features it announced) or a legacy one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -630,6 +631,20 @@ fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_member_list_fits_an_answer() {
+        let member = MemberItem {
+            node: "0123456789abcdef".into(),
+            role: "worker".into(),
+            address: "s".repeat(protocol::MAX_VALUE_LEN),
+            joined_at: "2026-12-02T17:13:31.123456789Z".into(),
+            last_seen: "2026-12-02T17:13:31.123456789Z".into(),
+        };
+        let list = vec![member; protocol::MAX_MEMBERS as usize];
+        let json = serde_json::to_vec(&list).unwrap().len();
+        assert!(json <= MAX_BODY, "{json} bytes");
+    }
 
     #[test]
     fn service_url_normalization() {

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use axum::http::HeaderName;
 
 use super::clock::Clock;
+use crate::protocol;
 
 /// Where the store lives when `--db` is not given and systemd sets no `STATE_DIRECTORY`.
 pub const DEFAULT_DB: &str = "/var/lib/clusterctx-pin-service/pins.sqlite3";
@@ -80,10 +81,10 @@ pub struct Config {
     /// Most keys one cluster may hold.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_keys: usize,
-    /// Most members one cluster may hold (403 beyond, like --max-keys).
+    /// Most members one cluster may hold (403 beyond, like --max-keys), at most 4096.
     // A member row is about 60 B of disk: 1,024 of them are 60 KB, and a cluster of that size
-    // is already rare.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    // is already rare. The upper bound keeps the longest list inside what agents read.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=protocol::MAX_MEMBERS))]
     pub max_members: u64,
     /// Most clusters the store may hold, live or expired until the sweep forgets them (507
     /// beyond); 0: no cap.

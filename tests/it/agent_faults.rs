@@ -256,7 +256,8 @@ async fn a_malformed_answer_is_permanent() {
 #[tokio::test]
 async fn an_oversized_answer_is_refused() {
     let server = FaultServer::start(|_, _| {
-        Reply::Status(200, format!("{{\"x\": \"{}\"}}", "a".repeat(1 << 20)))
+        // Past the 8 MiB cap (the longest member list a service may send is about 4.7 MB).
+        Reply::Status(200, format!("{{\"x\": \"{}\"}}", "a".repeat(9 << 20)))
     })
     .await;
     let node = Node::new(WORKER_CONTEXT);
@@ -267,6 +268,7 @@ async fn an_oversized_answer_is_refused() {
         matches!(&err, AgentError::BadAnswer(e) if matches!(**e, ClientError::Malformed { .. })),
         "{err:?}"
     );
+    assert!(format!("{err:?}").contains("larger than"), "{err:?}");
 }
 
 #[tokio::test]
