@@ -94,7 +94,7 @@ impl Metrics {
 
     /// The text of `/metrics`: these counters, what the store holds, and how many long-poll
     /// waiters changes have woken so far.
-    pub fn render(&self, inventory: Inventory, wakeups: u64) -> String {
+    pub fn render(&self, inventory: Inventory, wakeups: u64, rereads: u64) -> String {
         let mut out = String::with_capacity(2048);
         out.push_str(
             "# HELP clusterctx_http_requests_total HTTP requests answered, by route template, method and status.\n\
@@ -183,7 +183,7 @@ impl Metrics {
             self.cap_refused_clusters.load(Ordering::Relaxed),
             self.cap_refused_bytes.load(Ordering::Relaxed)
         );
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "clusterctx_members_registered_total",
                 "Member registrations that added a member to its cluster.",
@@ -198,6 +198,11 @@ impl Metrics {
                 "clusterctx_longpoll_wakeups_total",
                 "Long-poll waiters woken by a change of their key or cluster.",
                 wakeups,
+            ),
+            (
+                "clusterctx_longpoll_rereads_total",
+                "Store reads made for woken long-polls: one per key (or member list) and wake, shared by its waiters.",
+                rereads,
             ),
             (
                 "clusterctx_sweep_emptied_total",
@@ -281,6 +286,7 @@ mod tests {
                 read_only: true,
             },
             7,
+            3,
         );
         assert!(text.contains(
             "clusterctx_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2\n"
@@ -296,6 +302,7 @@ mod tests {
         assert!(text.contains("\nclusterctx_members_registered_total 1\n"));
         drop(member_guard);
         assert!(text.contains("\nclusterctx_longpoll_wakeups_total 7\n"));
+        assert!(text.contains("\nclusterctx_longpoll_rereads_total 3\n"));
         assert!(text.contains("\nclusterctx_stored_clusters 3\n"));
         assert!(text.contains("\nclusterctx_stored_bytes 300\n"));
         assert!(text.contains("\nclusterctx_store_read_only 1\n"));

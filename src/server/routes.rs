@@ -435,7 +435,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(inventory, state.wakeups()),
+        state
+            .metrics
+            .render(inventory, state.wakeups(), state.rereads()),
     )
         .into_response())
 }

@@ -19,7 +19,7 @@ use super::{
     ratelimit::{CreationLimiter, MissLimiter},
     shutdown::{shut_down, Shutdown},
     store::{
-        sqlite::SqliteStore, ClusterRecord, Inventory, MemberRecord, MembersRead, NewKey,
+        sqlite::SqliteStore, ClusterRecord, Inventory, KeyRead, MemberRecord, MembersRead, NewKey,
         NewMember, Quota, Registered, Role, Store, StoreError, Swept,
     },
     waiters::{Waiters, MEMBERS},
@@ -149,6 +149,11 @@ impl AppState {
     pub(crate) async fn lookup_key(&self, pin: &str, key: &str) -> Result<KeyState, ApiError> {
         check_pin(pin)?;
         let found = self.store.key(pin, key).await.map_err(store_failed)?;
+        self.key_state(found)
+    }
+
+    /// What a key read means now: expiry is judged at this instant, by each reader.
+    fn key_state(&self, found: Option<KeyRead>) -> Result<KeyState, ApiError> {
         let read = self.alive(found, |r| r.expires_ms)?;
         Ok(match read.value {
             Some(value) => KeyState::Found(value),
@@ -174,14 +179,25 @@ impl AppState {
         let until_expiry = u64::try_from(expires_ms.saturating_sub(self.now_ms())).unwrap_or(0);
         // An expiring PIN answers 410 the moment it expires, not at the end of the wait.
         let deadline = Instant::now() + wait.min(Duration::from_millis(until_expiry));
+        let mut woken = false;
         loop {
             // Before the check: a write between the check and the wait still wakes us.
             let notified = parked.notified();
-            if let KeyState::Found(value) = self.lookup_key(pin, key).await? {
+            let state = if woken {
+                // One read for every waiter of this key woken by the same change.
+                let found = parked
+                    .shared_key(|| self.store.key(pin, key))
+                    .await
+                    .map_err(store_failed)?;
+                self.key_state(found)?
+            } else {
+                self.lookup_key(pin, key).await?
+            };
+            if let KeyState::Found(value) = state {
                 return Ok(value);
             }
             tokio::select! {
-                _ = notified => {}
+                _ = notified => woken = true,
                 _ = tokio::time::sleep_until(deadline) => {
                     // A last look: the key may have come at the final instant, or the PIN
                     // expired.
@@ -257,15 +273,25 @@ impl AppState {
         let until_expiry =
             u64::try_from(read.expires_ms.saturating_sub(self.now_ms())).unwrap_or(0);
         let deadline = Instant::now() + wait.min(Duration::from_millis(until_expiry));
+        let mut woken = false;
         loop {
             // Before the check: a registration between the check and the wait still wakes us.
             let notified = parked.notified();
-            let members = self.members(pin).await?.members;
+            let members = if woken {
+                // One read for every waiter on this list woken by the same registration.
+                let found = parked
+                    .shared_members(|| self.store.members(pin))
+                    .await
+                    .map_err(store_failed)?;
+                self.alive(found, |r| r.expires_ms)?.members
+            } else {
+                self.members(pin).await?.members
+            };
             if members.len() >= min {
                 return Ok(member_items(members));
             }
             tokio::select! {
-                _ = notified => {}
+                _ = notified => woken = true,
                 _ = tokio::time::sleep_until(deadline) => {
                     return Ok(member_items(self.members(pin).await?.members));
                 }
@@ -467,6 +493,11 @@ impl AppState {
 
     pub(crate) fn wakeups(&self) -> u64 {
         self.waiters.wakeups()
+    }
+
+    /// Store reads made for woken long-polls so far (one per key and wake, shared).
+    pub(crate) fn rereads(&self) -> u64 {
+        self.waiters.rereads()
     }
 
     /// Flips once to true when the server begins to shut down.

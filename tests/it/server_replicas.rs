@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     postgres::Postgres,
-    server::{create_cluster, get_text, post_key, ServeProcess},
+    server::{create_cluster, delete_with_token, get_text, post_key, ServeProcess},
 };
 
 fn client() -> reqwest::Client {
@@ -84,13 +84,18 @@ fn park(
     })
 }
 
-/// Parked long-polls on `url`, read from its /metrics.
-async fn parked(client: &reqwest::Client, url: &str) -> u64 {
+/// One counter or gauge of `url`'s /metrics (0 if absent).
+async fn metric(client: &reqwest::Client, url: &str, name: &str) -> u64 {
     let (_, text) = get_text(client, &format!("{url}/metrics")).await;
     text.lines()
-        .find_map(|l| l.strip_prefix("clusterctx_longpoll_waiters "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Parked long-polls on `url`, read from its /metrics.
+async fn parked(client: &reqwest::Client, url: &str) -> u64 {
+    metric(client, url, "clusterctx_longpoll_waiters").await
 }
 
 async fn wait_parked(client: &reqwest::Client, url: &str, n: u64) {
@@ -158,6 +163,66 @@ async fn a_long_poll_on_one_replica_is_woken_by_a_write_on_another() {
     assert_eq!((status, value(&body)), (200, "10.0.0.7"));
     let took = answered - sent;
     assert!(took < Duration::from_secs(1), "woken after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiters_of_a_key_on_a_replica_share_one_read_per_wake() {
+    let pg = Postgres::start();
+    let servers = replicas(&pg, 2);
+    let client = client();
+    for server in &servers {
+        wait_health(&client, &server.url, 200, Duration::from_secs(20)).await;
+    }
+    let (pin, token) = create_cluster(&client, &servers[0].url).await;
+    const EACH: usize = 20;
+    let mut waiting = Vec::new();
+    for i in 0..2 * EACH {
+        waiting.push(park(&client, &servers[i % 2].url, &pin, "master_ip", 30));
+    }
+    for server in &servers {
+        wait_parked(&client, &server.url, EACH as u64).await;
+    }
+    // Written on replica 0: its own waiters are woken from the write, replica 1's by NOTIFY.
+    assert_eq!(
+        post_key(&client, &servers[0].url, &pin, "master_ip", "10.0.0.9").await,
+        201
+    );
+    for waiter in waiting {
+        let (status, body, _) = waiter.await.unwrap();
+        assert_eq!((status, value(&body)), (200, "10.0.0.9"));
+    }
+    for server in &servers {
+        assert_eq!(
+            metric(&client, &server.url, "clusterctx_longpoll_wakeups_total").await,
+            EACH as u64
+        );
+        assert_eq!(
+            metric(&client, &server.url, "clusterctx_longpoll_rereads_total").await,
+            1,
+            "{EACH} woken waiters on {} made one store read",
+            server.url
+        );
+    }
+    // Deleting the cluster: every waiter of the PIN, on either replica, learns it from the
+    // shared read (404), not from a read of its own.
+    let mut waiting = Vec::new();
+    for i in 0..2 * EACH {
+        waiting.push(park(&client, &servers[i % 2].url, &pin, "worker_ip", 30));
+    }
+    for server in &servers {
+        wait_parked(&client, &server.url, EACH as u64).await;
+    }
+    let cluster = format!("{}/api/v1/clusters/{pin}", servers[1].url);
+    assert_eq!(delete_with_token(&client, &cluster, &token).await, 204);
+    for waiter in waiting {
+        assert_eq!(waiter.await.unwrap().0, 404);
+    }
+    for server in &servers {
+        assert_eq!(
+            metric(&client, &server.url, "clusterctx_longpoll_rereads_total").await,
+            2
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
