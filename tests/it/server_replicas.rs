@@ -516,6 +516,74 @@ async fn the_sweep_empties_then_forgets_expired_pins_across_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_replica_sweeps_while_another_holds_the_sweep_lock() {
+    use clusterctx::server::store::postgres::SWEEP_LOCK;
+    use std::io::{BufRead, Write};
+    let pg = Postgres::start();
+    let url = pg.url();
+    let args = [
+        "--create-burst",
+        "0",
+        "--ttl",
+        "1s",
+        "--sweep-interval",
+        "100ms",
+    ];
+    let servers: Vec<ServeProcess> = (0..2)
+        .map(|_| ServeProcess::start(std::path::Path::new(&url), &args))
+        .collect();
+    let client = client();
+    let (pin, _) = create_cluster(&client, &servers[0].url).await;
+    assert_eq!(
+        post_key(&client, &servers[1].url, &pin, "k", "v").await,
+        201
+    );
+    let keys = || {
+        String::from_utf8(
+            pg.psql(&format!("SELECT count(*) FROM keys WHERE pin = '{pin}'"))
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+
+    // The lock held as a sweeping replica holds it, from a session of the test's own.
+    let mut holder = pg.session();
+    let mut stdin = holder.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(holder.stdout.take().unwrap());
+    writeln!(
+        stdin,
+        "SELECT pg_advisory_lock({SWEEP_LOCK}); SELECT 'held';"
+    )
+    .unwrap();
+    let mut line = String::new();
+    while line.trim() != "held" {
+        line.clear();
+        assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "psql ended");
+    }
+    // Expired after 1 s; 2 s more are 20 sweep intervals of each replica.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = get_text(
+        &client,
+        &format!("{}/api/v1/clusters/{pin}", servers[0].url),
+    )
+    .await;
+    assert_eq!(status, 410);
+    assert_eq!(keys(), "1", "a replica swept while the lock was held");
+
+    // Released: the next replica to try sweeps.
+    writeln!(stdin, "SELECT pg_advisory_unlock({SWEEP_LOCK});").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keys() != "0" {
+        assert!(Instant::now() < deadline, "the keys were never swept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stdin);
+    holder.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_together_migrate_the_schema_once() {
     use clusterctx::server::store::postgres::{PgStore, SCHEMA_VERSION};
     let pg = Postgres::start();

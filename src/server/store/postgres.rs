@@ -51,7 +51,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 
 /// Advisory lock keys (arbitrary, fixed): the migration, the sweep.
 const MIGRATION_LOCK: i64 = 0x636c_7573_7465_7201;
-const SWEEP_LOCK: i64 = 0x636c_7573_7465_7202;
+/// The advisory lock a replica holds while it sweeps (public for the tests that hold it).
+pub const SWEEP_LOCK: i64 = 0x636c_7573_7465_7202;
 
 /// Each step takes the schema one version up; step i makes version i + 1.
 const MIGRATIONS: &[&str] = &["

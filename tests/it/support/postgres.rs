@@ -175,6 +175,28 @@ impl Postgres {
             .expect("run psql")
     }
 
+    /// A psql session kept open: SQL written to its stdin runs in one session (so a session
+    /// lock taken in it is held until the session ends).
+    pub fn session(&self) -> Child {
+        Command::new("/usr/bin/psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-At"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run psql")
+    }
+
     /// Stops the server (fast shutdown: sessions are cut); `start_again` brings it back on
     /// the same port and data.
     pub fn stop(&mut self) {
