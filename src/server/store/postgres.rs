@@ -597,6 +597,28 @@ async fn grow(
         .map_err(StoreError::AtCap)
 }
 
+/// Runs `delete` (one row of the cluster `pin`, named by `name`, `RETURNING` the bytes it
+/// counted) under the cluster's row lock and gives those bytes back to the usage row; whether
+/// a row was deleted.
+async fn delete_counted(
+    tx: deadpool_postgres::Transaction<'_>,
+    delete: &str,
+    pin: &str,
+    name: &str,
+) -> Result<bool, StoreError> {
+    if lock_cluster(&tx, pin).await?.is_none() {
+        return Ok(false);
+    }
+    let statement = tx.prepare_cached(delete).await?;
+    let Some(row) = tx.query_opt(&statement, &[&pin, &name]).await? else {
+        return Ok(false);
+    };
+    let bytes: i32 = row.get(0);
+    grow(&tx, Quota::default(), 0, -i64::from(bytes)).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Locks the cluster's row for the transaction; its expiry, or `None` if not stored.
 async fn lock_cluster(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -898,23 +920,9 @@ impl Store for PgStore {
 
     fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool> {
         self.op(move |_inner, mut client| async move {
-            let tx = client.transaction().await?;
-            if lock_cluster(&tx, &pin).await?.is_none() {
-                return Ok(false);
-            }
-            let statement = tx
-                .prepare_cached(
-                    "DELETE FROM keys WHERE pin = $1 AND key = $2
-                     RETURNING octet_length(pin) + octet_length(key) + octet_length(value)",
-                )
-                .await?;
-            let Some(row) = tx.query_opt(&statement, &[&pin, &key]).await? else {
-                return Ok(false);
-            };
-            let bytes: i32 = row.get(0);
-            grow(&tx, Quota::default(), 0, -i64::from(bytes)).await?;
-            tx.commit().await?;
-            Ok(true)
+            let delete = "DELETE FROM keys WHERE pin = $1 AND key = $2
+                 RETURNING octet_length(pin) + octet_length(key) + octet_length(value)";
+            delete_counted(client.transaction().await?, delete, &pin, &key).await
         })
     }
 
@@ -1026,23 +1034,9 @@ impl Store for PgStore {
 
     fn delete_member(&self, pin: String, node: String) -> StoreFuture<'_, bool> {
         self.op(move |_inner, mut client| async move {
-            let tx = client.transaction().await?;
-            if lock_cluster(&tx, &pin).await?.is_none() {
-                return Ok(false);
-            }
-            let statement = tx
-                .prepare_cached(
-                    "DELETE FROM members WHERE pin = $1 AND node = $2
-                     RETURNING octet_length(pin) + octet_length(node) + octet_length(address) + 17",
-                )
-                .await?;
-            let Some(row) = tx.query_opt(&statement, &[&pin, &node]).await? else {
-                return Ok(false);
-            };
-            let bytes: i32 = row.get(0);
-            grow(&tx, Quota::default(), 0, -i64::from(bytes)).await?;
-            tx.commit().await?;
-            Ok(true)
+            let delete = "DELETE FROM members WHERE pin = $1 AND node = $2
+                 RETURNING octet_length(pin) + octet_length(node) + octet_length(address) + 17";
+            delete_counted(client.transaction().await?, delete, &pin, &node).await
         })
     }
 
