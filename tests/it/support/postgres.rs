@@ -159,18 +159,8 @@ impl Postgres {
 
     /// Runs SQL through psql on the socket.
     pub fn psql(&self, sql: &str) -> std::process::Output {
-        Command::new("/usr/bin/psql")
-            .arg("-h")
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        self.psql_command()
+            .args(["-c", sql])
             .output()
             .expect("run psql")
     }
@@ -178,7 +168,18 @@ impl Postgres {
     /// A psql session kept open: SQL written to its stdin runs in one session (so a session
     /// lock taken in it is held until the session ends).
     pub fn session(&self) -> Child {
-        Command::new("/usr/bin/psql")
+        self.psql_command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run psql")
+    }
+
+    /// psql as superuser on the socket, stopping at the first error, unaligned output.
+    fn psql_command(&self) -> Command {
+        let mut command = Command::new("/usr/bin/psql");
+        command
             .arg("-h")
             .arg(self.dir.path())
             .args([
@@ -189,12 +190,8 @@ impl Postgres {
                 "-d",
                 "postgres",
             ])
-            .args(["-v", "ON_ERROR_STOP=1", "-At"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run psql")
+            .args(["-v", "ON_ERROR_STOP=1", "-At"]);
+        command
     }
 
     /// Stops the server (fast shutdown: sessions are cut); `start_again` brings it back on
