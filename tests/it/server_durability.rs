@@ -138,6 +138,83 @@ async fn acknowledged_writes_survive_kill_9() {
     serve.kill_9();
 }
 
+/// Group commit: many writes in flight share a commit, and each 201 still means on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_201_of_concurrent_writes_survives_kill_9_in_the_middle_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pins.sqlite3");
+    let serve = ServeProcess::start(&db, &["--create-burst", "0"]);
+    let url = serve.url.clone();
+    let mut pins = Vec::new();
+    for _ in 0..8 {
+        pins.push(create_cluster(&client(), &url).await.0);
+    }
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for task in 0..16 {
+        let (url, pin, acknowledged) = (url.clone(), pins[task % 8].clone(), acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            let client = client();
+            for i in 0..200 {
+                let key = format!("t{task}k{i}");
+                match client
+                    .post(format!("{url}/api/v1/clusters/{pin}/keys"))
+                    .json(&serde_json::json!({"key": key, "value": "v"}))
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status() == 201 => {
+                        acknowledged.lock().unwrap().push((pin.clone(), key));
+                    }
+                    Ok(response) => panic!("{key}: {}", response.status()),
+                    // The kill.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    // Kill while the writers are busy: after 500 acknowledgements, or 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().unwrap().len() < 500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    serve.kill_9();
+    let mut finished = 0;
+    for writer in writers {
+        writer.await.unwrap();
+        finished += 1;
+    }
+    assert_eq!(finished, 16);
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    assert!(
+        acknowledged.len() >= 100,
+        "only {} writes were acknowledged before the kill",
+        acknowledged.len()
+    );
+
+    let serve = ServeProcess::start(&db, &[]);
+    let mut stored = std::collections::HashSet::new();
+    for pin in &pins {
+        let listed: Vec<KeyItem> = get_json(
+            &client(),
+            &format!("{}/api/v1/clusters/{pin}/keys", serve.url),
+        )
+        .await;
+        stored.extend(listed.into_iter().map(|item| (pin.clone(), item.key)));
+    }
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|entry| !stored.contains(*entry))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    serve.kill_9();
+}
+
 #[test]
 fn unusable_store_files_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,10 +3,18 @@
 //! reads are one map lookup under a read lock and never touch SQLite.
 //!
 //! The file is locked exclusively for the life of the process, which is what makes the cache
-//! the truth: no other process can write behind it. Writes run one at a time on tokio's
-//! blocking pool and follow one order: commit, then change the cache, then report the change.
-//! So a reader sees a value only once it is durable. The uniqueness of a key within a cluster
-//! is the table's primary key, so a create that races another is refused by SQLite itself.
+//! the truth: no other process can write behind it. Writes run on one writer thread and follow
+//! one order: commit, then change the cache, then report the change. So a reader sees a value
+//! only once it is durable. The uniqueness of a key within a cluster is the table's primary
+//! key, so a create that races another is refused by SQLite itself.
+//!
+//! Group commit: the writer takes every write queued while it was busy (up to
+//! [`MAX_BATCH`]) into one transaction, each write in a savepoint of its own, and commits
+//! them with one fsync. A write that is refused (a conflict, a cap, an expired cluster) rolls
+//! back its savepoint only; the others commit. Checks within a batch see the writes before
+//! them in it ([`Staged`]: the clusters they touched, and the usage), so caps and create-only
+//! stay exact. No write of a batch is answered before the batch's commit has returned; if the
+//! commit fails, every write of the batch fails with it and the cache is left as it was.
 //!
 //! The file, its `-wal` and `-shm` companions and any directory created for them are private
 //! to the service's user (0600, 0700), whatever the umask: SQLite gives its companions the
@@ -26,13 +34,13 @@ use std::{
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock, RwLock, RwLockReadGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard,
     },
 };
 
 use anyhow::Context;
-use rusqlite::{params, Connection, ErrorCode};
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
 use super::{
     cluster_bytes, key_bytes, member_bytes, Change, ChangeSink, Changed, ClusterRecord, Inventory,
@@ -87,8 +95,12 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// At most this many writes go into one transaction.
+const MAX_BATCH: usize = 512;
+
 /// A cluster as cached: its record, its keys, sorted so that listings are stable, and its
 /// members in joining order.
+#[derive(Clone)]
 struct Cached {
     record: ClusterRecord,
     keys: BTreeMap<String, String>,
@@ -113,34 +125,40 @@ impl Cached {
     }
 }
 
-/// Every cluster in the file, and what they add up to: changed only through these methods,
-/// so the count cannot drift from what is cached.
+/// Every cluster in the file, and what they add up to: changed only through the methods of
+/// [`Clusters`], so the count cannot drift from what is cached.
 #[derive(Default)]
 struct Cache {
     clusters: HashMap<String, Cached>,
     usage: Usage,
 }
 
-impl Cache {
-    fn get(&self, pin: &str) -> Option<&Cached> {
-        self.clusters.get(pin)
-    }
+/// The clusters and their usage, as the cache holds them or as a batch sees them: every change
+/// goes through these methods, once for both.
+trait Clusters {
+    fn get(&self, pin: &str) -> Option<&Cached>;
+    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached>;
+    /// Takes a cluster out (to replace or remove it).
+    fn take(&mut self, pin: &str) -> Option<Cached>;
+    fn put(&mut self, cluster: Cached);
+    fn usage(&mut self) -> &mut Usage;
 
     fn insert_cluster(&mut self, record: ClusterRecord) {
-        self.usage.clusters += 1;
-        self.usage.bytes += cluster_bytes(&record.pin);
-        let cached = Cached {
+        if let Some(old) = self.take(&record.pin) {
+            self.forget(&old);
+        }
+        let usage = self.usage();
+        usage.clusters += 1;
+        usage.bytes += cluster_bytes(&record.pin);
+        self.put(Cached {
             record,
             keys: BTreeMap::new(),
             members: Vec::new(),
-        };
-        if let Some(old) = self.clusters.insert(cached.record.pin.clone(), cached) {
-            self.forget(&old);
-        }
+        });
     }
 
     fn remove_cluster(&mut self, pin: &str) -> bool {
-        let Some(old) = self.clusters.remove(pin) else {
+        let Some(old) = self.take(pin) else {
             return false;
         };
         self.forget(&old);
@@ -148,40 +166,42 @@ impl Cache {
     }
 
     fn forget(&mut self, cluster: &Cached) {
-        self.usage.clusters -= 1;
-        self.usage.bytes -= cluster_bytes(&cluster.record.pin) + cluster.contents_bytes();
+        let usage = self.usage();
+        usage.clusters -= 1;
+        usage.bytes -= cluster_bytes(&cluster.record.pin) + cluster.contents_bytes();
     }
 
     /// Sets a key of a cached cluster, new or replaced.
     fn set_key(&mut self, pin: &str, key: String, value: String) {
-        let Some(cluster) = self.clusters.get_mut(pin) else {
+        let Some(cluster) = self.get_mut(pin) else {
             return;
         };
-        self.usage.bytes += key_bytes(pin, &key, &value);
+        let mut bytes = key_bytes(pin, &key, &value) as i64;
         if let Some(old) = cluster.keys.insert(key.clone(), value) {
-            self.usage.bytes -= key_bytes(pin, &key, &old);
+            bytes -= key_bytes(pin, &key, &old) as i64;
         }
+        grow(self.usage(), bytes);
     }
 
     fn remove_key(&mut self, pin: &str, key: &str) {
-        let Some(cluster) = self.clusters.get_mut(pin) else {
+        let Some(cluster) = self.get_mut(pin) else {
             return;
         };
         if let Some(old) = cluster.keys.remove(key) {
-            self.usage.bytes -= key_bytes(pin, key, &old);
+            self.usage().bytes -= key_bytes(pin, key, &old);
         }
     }
 
     /// Registers a member of a cached cluster: a new one joins at the end, a known one keeps
     /// its place and `joined_ms`.
     fn put_member(&mut self, pin: &str, member: MemberRecord) {
-        let Some(cluster) = self.clusters.get_mut(pin) else {
+        let Some(cluster) = self.get_mut(pin) else {
             return;
         };
-        self.usage.bytes += member_bytes(pin, &member.node, &member.address);
+        let mut bytes = member_bytes(pin, &member.node, &member.address) as i64;
         match cluster.members.iter_mut().find(|m| m.node == member.node) {
             Some(old) => {
-                self.usage.bytes -= member_bytes(pin, &old.node, &old.address);
+                bytes -= member_bytes(pin, &old.node, &old.address) as i64;
                 *old = MemberRecord {
                     joined_ms: old.joined_ms,
                     ..member
@@ -189,32 +209,151 @@ impl Cache {
             }
             None => cluster.members.push(member),
         }
+        grow(self.usage(), bytes);
     }
 
     fn remove_member(&mut self, pin: &str, node: &str) {
-        let Some(cluster) = self.clusters.get_mut(pin) else {
+        let Some(cluster) = self.get_mut(pin) else {
             return;
         };
         if let Some(at) = cluster.members.iter().position(|m| m.node == node) {
             let old = cluster.members.remove(at);
-            self.usage.bytes -= member_bytes(pin, &old.node, &old.address);
+            self.usage().bytes -= member_bytes(pin, &old.node, &old.address);
         }
     }
 
     /// What the sweep does to an expired cluster it keeps: its keys and members go.
     fn clear_contents(&mut self, pin: &str) {
-        let Some(cluster) = self.clusters.get_mut(pin) else {
+        let Some(cluster) = self.get_mut(pin) else {
             return;
         };
-        self.usage.bytes -= cluster.contents_bytes();
+        let bytes = cluster.contents_bytes();
         cluster.keys.clear();
         cluster.members.clear();
+        self.usage().bytes -= bytes;
+    }
+}
+
+fn grow(usage: &mut Usage, bytes: i64) {
+    usage.bytes = usage.bytes.saturating_add_signed(bytes);
+}
+
+impl Clusters for Cache {
+    fn get(&self, pin: &str) -> Option<&Cached> {
+        self.clusters.get(pin)
+    }
+
+    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached> {
+        self.clusters.get_mut(pin)
+    }
+
+    fn take(&mut self, pin: &str) -> Option<Cached> {
+        self.clusters.remove(pin)
+    }
+
+    fn put(&mut self, cluster: Cached) {
+        self.clusters.insert(cluster.record.pin.clone(), cluster);
+    }
+
+    fn usage(&mut self) -> &mut Usage {
+        &mut self.usage
+    }
+}
+
+/// The cache as the writes of one batch see it: the committed clusters, with those the batch
+/// has touched so far replaced by copies holding its changes. Published into the cache once
+/// the batch has committed, dropped if it has not; readers never see it.
+struct Staged<'a> {
+    committed: RwLockReadGuard<'a, Cache>,
+    /// PIN → its state after the batch's writes so far (`None`: removed).
+    touched: HashMap<String, Option<Cached>>,
+    usage: Usage,
+    /// The changes to report, in order, each with the index of the write that made it.
+    reports: Vec<(usize, String, Committed)>,
+    /// The write running now, for its reports.
+    current: usize,
+}
+
+impl<'a> Staged<'a> {
+    fn new(committed: RwLockReadGuard<'a, Cache>) -> Self {
+        let usage = committed.usage;
+        Staged {
+            committed,
+            touched: HashMap::new(),
+            usage,
+            reports: Vec::new(),
+            current: 0,
+        }
+    }
+
+    fn usage_now(&self) -> Usage {
+        self.usage
+    }
+
+    /// Every cluster as the batch sees it.
+    fn each(&self, mut f: impl FnMut(&Cached)) {
+        for (pin, cluster) in &self.committed.clusters {
+            if !self.touched.contains_key(pin) {
+                f(cluster);
+            }
+        }
+        self.touched.values().flatten().for_each(f);
+    }
+
+    /// Records a change, reported by the write that made it once the batch has committed.
+    fn report(&mut self, pin: &str, what: Changed<'_>) {
+        let what = match what {
+            Changed::Key(key) => Committed::Key(key.to_string()),
+            Changed::Members => Committed::Members,
+            Changed::Cluster => Committed::Cluster,
+            Changed::Everything => Committed::Everything,
+        };
+        self.reports.push((self.current, pin.to_string(), what));
+    }
+}
+
+impl Clusters for Staged<'_> {
+    fn get(&self, pin: &str) -> Option<&Cached> {
+        match self.touched.get(pin) {
+            Some(cluster) => cluster.as_ref(),
+            None => self.committed.clusters.get(pin),
+        }
+    }
+
+    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached> {
+        if !self.touched.contains_key(pin) {
+            let copy = self.committed.clusters.get(pin)?.clone();
+            self.touched.insert(pin.to_string(), Some(copy));
+        }
+        self.touched.get_mut(pin)?.as_mut()
+    }
+
+    fn take(&mut self, pin: &str) -> Option<Cached> {
+        match self.touched.get_mut(pin) {
+            Some(cluster) => cluster.take(),
+            None => {
+                let old = self.committed.clusters.get(pin).cloned();
+                self.touched.insert(pin.to_string(), None);
+                old
+            }
+        }
+    }
+
+    fn put(&mut self, cluster: Cached) {
+        self.touched
+            .insert(cluster.record.pin.clone(), Some(cluster));
+    }
+
+    fn usage(&mut self) -> &mut Usage {
+        &mut self.usage
     }
 }
 
 /// See the module documentation.
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// To the writer thread, which ends when this goes.
+    jobs: mpsc::Sender<Job>,
 }
 
 struct Inner {
@@ -223,11 +362,31 @@ struct Inner {
     /// The one connection, which writes; `None` once closed.
     conn: Mutex<Option<Connection>>,
     sink: OnceLock<ChangeSink>,
-    /// Changes committed by the write in progress, reported once it is back on the runtime.
-    committed: Mutex<Vec<(String, Committed)>>,
     /// The last write found the disk full (see the module documentation).
     read_only: AtomicBool,
+    /// Transactions committed by the writer, each a batch of writes.
+    batches: AtomicU64,
 }
+
+/// A write's answer and the changes it made, sent to its task once its batch is durable.
+type Answer<T> = (Result<T, StoreError>, Vec<(String, Committed)>);
+
+/// A queued write: run within a batch (`Some`), or refused unrun (`None`, e.g. the store is
+/// closed); either way it returns how to answer once the batch's fate is known.
+type Job =
+    Box<dyn for<'r, 'a> FnOnce(Option<(&'r mut Staged<'a>, &'r Connection)>) -> Finish + Send>;
+
+/// A write that ran: whether it succeeded (so its savepoint is kept), and how to answer it
+/// given the commit's outcome and the changes it made.
+struct Finish {
+    ok: bool,
+    /// It found the disk full.
+    full: bool,
+    answer: AnswerWith,
+}
+
+/// Answers a write, given the commit's outcome and the changes the write made.
+type AnswerWith = Box<dyn FnOnce(Result<(), StoreError>, Vec<(String, Committed)>) + Send>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, with its parent directory, and loads
@@ -314,48 +473,57 @@ impl SqliteStore {
             Err(err) => return Err(explain_open_error(err).context("cannot create the tables")),
         };
         let cache = load(&conn)?;
-        let inner = Inner {
+        let inner = Arc::new(Inner {
             cache: RwLock::new(cache),
             conn: Mutex::new(Some(conn)),
             sink: OnceLock::new(),
-            committed: Mutex::new(Vec::new()),
             read_only: AtomicBool::new(false),
-        };
+            batches: AtomicU64::new(0),
+        });
         inner.disk_full(read_only);
-        Ok(SqliteStore {
-            inner: Arc::new(inner),
-        })
+        let (jobs, queue) = mpsc::channel();
+        let writer = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.write_loop(queue))
+            .context("cannot start the store's writer thread")?;
+        Ok(SqliteStore { inner, jobs })
     }
 
-    /// Runs `op` on tokio's blocking pool (SQLite blocks) with the connection, one write at
-    /// a time. Its changes are reported from the writer's task, not the blocking thread: woken
-    /// from there, every parked long-poll was queued ahead of the writer itself, whose answer
-    /// then waited for theirs; woken from the writer's task, they run after it has answered.
+    /// Queues `op` for the writer thread (SQLite blocks), which runs it in the next batch
+    /// (see the module documentation). Its changes are reported from the writing task, not
+    /// the writer thread: woken from there, every parked long-poll was queued ahead of the
+    /// writer itself, whose answer then waited for theirs; woken from the writing task, they
+    /// run after it has answered.
     fn write<T, F>(&self, op: F) -> StoreFuture<'_, T>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner, &mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Staged<'_>, &Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
         StoreFuture::pending(async move {
-            let blocking = Arc::clone(&inner);
-            let (result, committed) = tokio::task::spawn_blocking(move || {
-                let inner = blocking;
-                let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(conn) = conn.as_mut() else {
-                    return (Err(StoreError::Closed), Vec::new());
-                };
-                let result = op(&inner, conn);
-                if let Err(StoreError::Full) = result {
-                    inner.disk_full(true);
+            let (done, answer) = tokio::sync::oneshot::channel::<Answer<T>>();
+            let job: Job = Box::new(move |run: Option<(&mut Staged<'_>, &Connection)>| {
+                let result = run.map(|(staged, conn)| op(staged, conn));
+                Finish {
+                    ok: matches!(result, Some(Ok(_))),
+                    full: matches!(result, Some(Err(StoreError::Full))),
+                    answer: Box::new(move |commit, changes| {
+                        let answer = match (result, commit) {
+                            (Some(Ok(value)), Ok(())) => (Ok(value), changes),
+                            (Some(Err(err)), _) | (_, Err(err)) => (Err(err), Vec::new()),
+                            (None, Ok(())) => (Err(StoreError::Closed), Vec::new()),
+                        };
+                        let _ = done.send(answer);
+                    }),
                 }
-                let committed =
-                    std::mem::take(&mut *inner.committed.lock().unwrap_or_else(|e| e.into_inner()));
-                (result, committed)
-            })
-            .await
-            .map_err(|err| StoreError::Unavailable(format!("a store write stopped: {err}")))?;
-            if let Some(sink) = inner.sink.get() {
+            });
+            if self.jobs.send(job).is_err() {
+                return Err(StoreError::Closed);
+            }
+            let (result, committed) = answer
+                .await
+                .map_err(|_| StoreError::Unavailable("a store write stopped".into()))?;
+            if let Some(sink) = self.inner.sink.get() {
                 for (pin, what) in &committed {
                     let what = match what {
                         Committed::Key(key) => Changed::Key(key),
@@ -368,6 +536,13 @@ impl SqliteStore {
             }
             result
         })
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Releases the file now, not when the writer thread notices.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -384,12 +559,118 @@ impl Inner {
         self.cache.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a committed change to the cache. A commit also shows that the disk takes
-    /// writes again.
-    fn modify<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
-        let result = f(&mut self.cache.write().unwrap_or_else(|e| e.into_inner()));
-        self.disk_full(false);
-        result
+    /// The writer thread: every write queued while the last batch ran (or while it waited
+    /// for the connection) goes into the next.
+    fn write_loop(&self, queue: mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(conn, batch);
+        }
+    }
+
+    /// One transaction for the batch, one savepoint per write; answers every write once the
+    /// commit has returned.
+    fn run_batch(&self, mut conn: MutexGuard<'_, Option<Connection>>, batch: Vec<Job>) {
+        let Some(conn) = conn.as_mut() else {
+            for job in batch {
+                (job(None).answer)(Err(StoreError::Closed), Vec::new());
+            }
+            return;
+        };
+        let mut finished = Vec::with_capacity(batch.len());
+        let mut staged = Staged::new(self.read());
+        let mut failed: Option<StoreError> = None;
+        match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Err(err) => failed = Some(err.into()),
+            Ok(mut tx) => {
+                for (index, job) in batch.into_iter().enumerate() {
+                    if failed.is_some() {
+                        finished.push(job(None));
+                        continue;
+                    }
+                    staged.current = index;
+                    let mut sp = match tx.savepoint() {
+                        Ok(sp) => sp,
+                        Err(err) => {
+                            failed = Some(err.into());
+                            finished.push(job(None));
+                            continue;
+                        }
+                    };
+                    let finish = job(Some((&mut staged, &*sp)));
+                    // A refused write changed nothing of the staged cache (writes change it
+                    // only after their last statement); its statements are rolled back here.
+                    let kept = if finish.ok {
+                        sp.commit()
+                    } else {
+                        sp.rollback().and_then(|()| sp.commit())
+                    };
+                    if let Err(err) = kept {
+                        // SQLite may roll back the whole transaction on a full disk, taking
+                        // the savepoint with it: the batch fails for the write's reason.
+                        failed = Some(if finish.full {
+                            StoreError::Full
+                        } else {
+                            err.into()
+                        });
+                    }
+                    finished.push(finish);
+                }
+                if failed.is_none() {
+                    match tx.commit() {
+                        Ok(()) => {
+                            self.batches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => failed = Some(err.into()),
+                    }
+                }
+            }
+        }
+        let Staged {
+            committed,
+            touched,
+            usage,
+            reports,
+            ..
+        } = staged;
+        drop(committed);
+        let commit = match failed {
+            None => {
+                if !touched.is_empty() {
+                    let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+                    for (pin, cluster) in touched {
+                        match cluster {
+                            Some(cluster) => cache.clusters.insert(pin, cluster),
+                            None => cache.clusters.remove(&pin),
+                        };
+                    }
+                    cache.usage = usage;
+                    drop(cache);
+                    // A commit shows that the disk takes writes again.
+                    self.disk_full(false);
+                }
+                Ok(())
+            }
+            Some(err) => Err(err),
+        };
+        if matches!(commit, Err(StoreError::Full)) || finished.iter().any(|f| f.full) {
+            self.disk_full(true);
+        }
+        let mut reports = reports.into_iter().peekable();
+        for (index, finish) in finished.into_iter().enumerate() {
+            let mut changes = Vec::new();
+            while let Some((_, pin, what)) = reports.next_if(|(i, _, _)| *i == index) {
+                changes.push((pin, what));
+            }
+            (finish.answer)(commit.clone(), changes);
+        }
     }
 
     /// Records whether the disk takes writes; logs only the changes.
@@ -405,20 +686,6 @@ impl Inner {
         } else {
             tracing::info!("the store takes writes again: its disk has space");
         }
-    }
-
-    /// Records a committed change, reported by [`SqliteStore::write`] when `op` returns.
-    fn report(&self, pin: &str, what: Changed<'_>) {
-        if self.sink.get().is_none() {
-            return;
-        }
-        let what = match what {
-            Changed::Key(key) => Committed::Key(key.to_string()),
-            Changed::Members => Committed::Members,
-            Changed::Cluster => Committed::Cluster,
-            Changed::Everything => Committed::Everything,
-        };
-        (self.committed.lock().unwrap_or_else(|e| e.into_inner())).push((pin.to_string(), what));
     }
 }
 
@@ -508,10 +775,10 @@ impl Store for SqliteStore {
     }
 
     fn create_cluster(&self, cluster: ClusterRecord, quota: Quota) -> StoreFuture<'_, ()> {
-        self.write(move |inner, conn| {
-            // Writes are serialized, so the usage checked here is still the usage at the
-            // INSERT.
-            let usage = inner.read().usage;
+        self.write(move |staged, conn| {
+            // Writes are serialized, and the staged usage holds the batch's writes so far: the
+            // usage checked here is still the usage at the INSERT.
+            let usage = staged.usage_now();
             quota
                 .admits(usage, 1, cluster_bytes(&cluster.pin))
                 .map_err(StoreError::AtCap)?;
@@ -525,7 +792,7 @@ impl Store for SqliteStore {
                 cluster.expires_ms,
                 &cluster.token_hash[..]
             ])?;
-            inner.modify(|cache| cache.insert_cluster(cluster));
+            staged.insert_cluster(cluster);
             Ok(())
         })
     }
@@ -549,11 +816,11 @@ impl Store for SqliteStore {
     }
 
     fn create_key(&self, new: NewKey) -> StoreFuture<'_, ()> {
-        self.write(move |inner, conn| {
+        self.write(move |staged, conn| {
             {
                 // Writes are serialized, so these checks still hold at the INSERT.
-                let cache = inner.read();
-                let cluster = cache.get(&new.pin).ok_or(StoreError::NoCluster)?;
+                let usage = staged.usage_now();
+                let cluster = staged.get(&new.pin).ok_or(StoreError::NoCluster)?;
                 if cluster.record.expires_ms <= new.now_ms {
                     return Err(StoreError::Expired);
                 }
@@ -561,13 +828,13 @@ impl Store for SqliteStore {
                     return Err(StoreError::TooManyKeys(new.max_keys));
                 }
                 new.quota
-                    .admits(cache.usage, 0, key_bytes(&new.pin, &new.key, &new.value))
+                    .admits(usage, 0, key_bytes(&new.pin, &new.key, &new.value))
                     .map_err(StoreError::AtCap)?;
             }
             conn.prepare_cached("INSERT INTO keys (pin, key, value) VALUES (?1, ?2, ?3)")?
                 .execute(params![new.pin, new.key, new.value])?;
-            inner.modify(|cache| cache.set_key(&new.pin, new.key.clone(), new.value));
-            inner.report(&new.pin, Changed::Key(&new.key));
+            staged.set_key(&new.pin, new.key.clone(), new.value);
+            staged.report(&new.pin, Changed::Key(&new.key));
             Ok(())
         })
     }
@@ -579,16 +846,14 @@ impl Store for SqliteStore {
         value: String,
         quota: Quota,
     ) -> StoreFuture<'_, bool> {
-        self.write(move |inner, conn| {
+        self.write(move |staged, conn| {
             {
-                let cache = inner.read();
-                let Some(old) = cache.get(&pin).and_then(|c| c.keys.get(&key)) else {
+                let usage = staged.usage_now();
+                let Some(old) = staged.get(&pin).and_then(|c| c.keys.get(&key)) else {
                     return Ok(false);
                 };
                 let growth = value.len().saturating_sub(old.len()) as u64;
-                quota
-                    .admits(cache.usage, 0, growth)
-                    .map_err(StoreError::AtCap)?;
+                quota.admits(usage, 0, growth).map_err(StoreError::AtCap)?;
             }
             let changed = conn
                 .prepare_cached("UPDATE keys SET value = ?3 WHERE pin = ?1 AND key = ?2")?
@@ -596,31 +861,31 @@ impl Store for SqliteStore {
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|cache| cache.set_key(&pin, key.clone(), value));
-            inner.report(&pin, Changed::Key(&key));
+            staged.set_key(&pin, key.clone(), value);
+            staged.report(&pin, Changed::Key(&key));
             Ok(true)
         })
     }
 
     fn delete_key(&self, pin: String, key: String) -> StoreFuture<'_, bool> {
-        self.write(move |inner, conn| {
+        self.write(move |staged, conn| {
             let changed = conn
                 .prepare_cached("DELETE FROM keys WHERE pin = ?1 AND key = ?2")?
                 .execute(params![pin, key])?;
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|cache| cache.remove_key(&pin, &key));
+            staged.remove_key(&pin, &key);
             Ok(true)
         })
     }
 
     fn put_member(&self, new: NewMember) -> StoreFuture<'_, Registered> {
-        self.write(move |inner, conn| {
+        self.write(move |staged, conn| {
             let known = {
                 // Writes are serialized, so these checks still hold at the write.
-                let cache = inner.read();
-                let cluster = cache.get(&new.pin).ok_or(StoreError::NoCluster)?;
+                let usage = staged.usage_now();
+                let cluster = staged.get(&new.pin).ok_or(StoreError::NoCluster)?;
                 if cluster.record.expires_ms <= new.now_ms {
                     return Err(StoreError::Expired);
                 }
@@ -632,7 +897,7 @@ impl Store for SqliteStore {
                     None => member_bytes(&new.pin, &new.node, &new.address),
                 };
                 new.quota
-                    .admits(cache.usage, 0, growth)
+                    .admits(usage, 0, growth)
                     .map_err(StoreError::AtCap)?;
                 cluster.member(&new.node).is_some()
             };
@@ -671,8 +936,8 @@ impl Store for SqliteStore {
                 joined_ms: new.now_ms,
                 last_seen_ms: new.now_ms,
             };
-            inner.modify(|cache| cache.put_member(&new.pin, member));
-            inner.report(&new.pin, Changed::Members);
+            staged.put_member(&new.pin, member);
+            staged.report(&new.pin, Changed::Members);
             Ok(if known {
                 Registered::Updated
             } else {
@@ -689,84 +954,77 @@ impl Store for SqliteStore {
     }
 
     fn delete_member(&self, pin: String, node: String) -> StoreFuture<'_, bool> {
-        self.write(move |inner, conn| {
+        self.write(move |staged, conn| {
             let changed = conn
                 .prepare_cached("DELETE FROM members WHERE pin = ?1 AND node = ?2")?
                 .execute(params![pin, node])?;
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|cache| cache.remove_member(&pin, &node));
+            staged.remove_member(&pin, &node);
             Ok(true)
         })
     }
 
     fn delete_cluster(&self, pin: String) -> StoreFuture<'_, bool> {
-        self.write(move |inner, conn| {
-            let tx = conn.transaction()?;
-            tx.execute("DELETE FROM keys WHERE pin = ?1", params![pin])?;
-            tx.execute("DELETE FROM members WHERE pin = ?1", params![pin])?;
-            let changed = tx.execute("DELETE FROM clusters WHERE pin = ?1", params![pin])?;
-            tx.commit()?;
+        self.write(move |staged, conn| {
+            // In the write's own savepoint: all three or none.
+            conn.execute("DELETE FROM keys WHERE pin = ?1", params![pin])?;
+            conn.execute("DELETE FROM members WHERE pin = ?1", params![pin])?;
+            let changed = conn.execute("DELETE FROM clusters WHERE pin = ?1", params![pin])?;
             if changed == 0 {
                 return Ok(false);
             }
-            inner.modify(|cache| cache.remove_cluster(&pin));
-            inner.report(&pin, Changed::Cluster);
+            staged.remove_cluster(&pin);
+            staged.report(&pin, Changed::Cluster);
             Ok(true)
         })
     }
 
     fn sweep(&self, now_ms: i64, forget_before_ms: i64) -> StoreFuture<'_, Swept> {
-        self.write(move |inner, conn| {
+        self.write(move |staged, conn| {
             let emptied = |c: &Cached| {
                 c.record.expires_ms <= now_ms && !(c.keys.is_empty() && c.members.is_empty())
             };
             let forgotten = |c: &Cached| c.record.expires_ms <= forget_before_ms;
-            let due: Vec<String> = inner
-                .read()
-                .clusters
-                .iter()
-                .filter(|(_, c)| emptied(c) || forgotten(c))
-                .map(|(pin, _)| pin.clone())
-                .collect();
+            let mut due: Vec<String> = Vec::new();
+            staged.each(|c| {
+                if emptied(c) || forgotten(c) {
+                    due.push(c.record.pin.clone());
+                }
+            });
             // Nothing to do is the usual case: no transaction, no fsync.
             if due.is_empty() {
                 return Ok(Swept::default());
             }
-            let tx = conn.transaction()?;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM keys WHERE pin IN (SELECT pin FROM clusters WHERE expires_ms <= ?1)",
                 params![now_ms],
             )?;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM members WHERE pin IN \
                  (SELECT pin FROM clusters WHERE expires_ms <= ?1)",
                 params![now_ms],
             )?;
-            tx.execute(
+            conn.execute(
                 "DELETE FROM clusters WHERE expires_ms <= ?1",
                 params![forget_before_ms],
             )?;
-            tx.commit()?;
-            let swept = inner.modify(|cache| {
-                let mut swept = Swept::default();
-                for pin in &due {
-                    let Some(forget) = cache.get(pin).map(forgotten) else {
-                        continue;
-                    };
-                    if forget {
-                        cache.remove_cluster(pin);
-                        swept.forgotten += 1;
-                    } else {
-                        cache.clear_contents(pin);
-                        swept.emptied += 1;
-                    }
-                }
-                swept
-            });
+            let mut swept = Swept::default();
             for pin in &due {
-                inner.report(pin, Changed::Cluster);
+                let Some(forget) = staged.get(pin).map(forgotten) else {
+                    continue;
+                };
+                if forget {
+                    staged.remove_cluster(pin);
+                    swept.forgotten += 1;
+                } else {
+                    staged.clear_contents(pin);
+                    swept.emptied += 1;
+                }
+            }
+            for pin in &due {
+                staged.report(pin, Changed::Cluster);
             }
             Ok(swept)
         })
@@ -1382,6 +1640,94 @@ mod tests {
             .await
             .unwrap());
         assert_eq!(usage(&store).await.bytes, max_bytes);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_together_commit_together_and_a_refused_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let (a, c) = ("aaaaaaaaaaaa", "cccccccccccc");
+        for pin in [a, c] {
+            store
+                .create_cluster(record(pin), Quota::default())
+                .await
+                .unwrap();
+        }
+        let expired = ClusterRecord {
+            expires_ms: 1_000,
+            ..record("eeeeeeeeeeee")
+        };
+        store
+            .create_cluster(expired, Quota::default())
+            .await
+            .unwrap();
+        store.create_key(new_key(a, "taken", "0")).await.unwrap();
+        let before = store.inner.batches.load(Ordering::Relaxed);
+        // Hold the connection: every write queued meanwhile goes into the writer's next batch.
+        let held = store.inner.conn.lock().unwrap();
+        // (PIN, key, the cluster's key cap)
+        let writes: Vec<(&str, &str, usize)> = vec![
+            (a, "taken", 10),
+            (a, "dup", 10),
+            (a, "dup", 10),
+            ("eeeeeeeeeeee", "k", 10),
+            ("nnnnnnnnnnnn", "k", 10),
+            (c, "c1", 2),
+            (c, "c2", 2),
+            (c, "c3", 2),
+        ];
+        let tasks: Vec<_> = writes
+            .iter()
+            .map(|&(pin, key, max_keys)| {
+                let store = Arc::clone(&store);
+                let new = NewKey {
+                    max_keys,
+                    ..new_key(pin, key, &format!("{pin}/{key}"))
+                };
+                tokio::spawn(async move { store.create_key(new).await })
+            })
+            .collect();
+        // A blocking sleep, so that no await point holds the lock; the tasks run on the
+        // runtime's other worker meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert_eq!(
+            store.inner.batches.load(Ordering::Relaxed),
+            before + 1,
+            "one commit for the batch"
+        );
+        assert_eq!(results[0], Err(StoreError::Conflict));
+        let mut dup = [results[1].clone(), results[2].clone()];
+        dup.sort_by_key(|r| r.is_err());
+        assert_eq!(
+            dup,
+            [Ok(()), Err(StoreError::Conflict)],
+            "exactly one create"
+        );
+        assert_eq!(results[3], Err(StoreError::Expired));
+        assert_eq!(results[4], Err(StoreError::NoCluster));
+        let refused: Vec<_> = results[5..].iter().filter(|r| r.is_err()).collect();
+        assert_eq!(
+            refused,
+            [&Err(StoreError::TooManyKeys(2))],
+            "the cap counts the batch's own writes: {results:?}"
+        );
+        let usage_then = usage(&store).await;
+        // What the batch committed is what the file holds, and the cache counts the same.
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            value(&store, a, "dup").await.as_deref(),
+            Some("aaaaaaaaaaaa/dup")
+        );
+        assert_eq!(value(&store, a, "taken").await.as_deref(), Some("0"));
+        assert_eq!(store.keys(c).await.unwrap().unwrap().keys.len(), 2);
+        assert_eq!(usage(&store).await, usage_then);
     }
 
     /// Caps the database at its current size, as a full disk would.
