@@ -993,7 +993,7 @@ impl Store for SqliteStore {
                     due.push(c.record.pin.clone());
                 }
             });
-            // Nothing to do is the usual case: no transaction, no fsync.
+            // Nothing to do is the usual case: no statement, so the commit has nothing to write.
             if due.is_empty() {
                 return Ok(Swept::default());
             }
