@@ -12,9 +12,12 @@
 //! [`MAX_BATCH`]) into one transaction, each write in a savepoint of its own, and commits
 //! them with one fsync. A write that is refused (a conflict, a cap, an expired cluster) rolls
 //! back its savepoint only; the others commit. Checks within a batch see the writes before
-//! them in it ([`Staged`]: the clusters they touched, and the usage), so caps and create-only
-//! stay exact. No write of a batch is answered before the batch's commit has returned; if the
-//! commit fails, every write of the batch fails with it and the cache is left as it was.
+//! them in it ([`Staged`]: what the batch changed so far, over the cache, and the usage), so
+//! caps and create-only stay exact, and a write costs the same whatever the size of its
+//! cluster. No write of a batch is answered before the batch's commit has returned; if the
+//! commit fails, every write of the batch fails with it and the cache is left as it was. A
+//! write that panics (a bug) fails its batch the same way, and the writer goes on, having read
+//! the cache again from the file.
 //!
 //! The file, its `-wal` and `-shm` companions and any directory created for them are private
 //! to the service's user (0600, 0700), whatever the umask: SQLite gives its companions the
@@ -32,6 +35,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs::{DirBuilder, OpenOptions},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    panic::AssertUnwindSafe,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -125,23 +129,37 @@ impl Cached {
     }
 }
 
-/// Every cluster in the file, and what they add up to: changed only through the methods of
-/// [`Clusters`], so the count cannot drift from what is cached.
+/// Every cluster in the file, and what they add up to: changed only through its methods, so
+/// the count cannot drift from what is cached.
 #[derive(Default)]
 struct Cache {
     clusters: HashMap<String, Cached>,
     usage: Usage,
 }
 
-/// The clusters and their usage, as the cache holds them or as a batch sees them: every change
-/// goes through these methods, once for both.
-trait Clusters {
-    fn get(&self, pin: &str) -> Option<&Cached>;
-    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached>;
+/// Every change to the cache goes through these methods (at load, and when a batch's changes
+/// are replayed after its commit), so the usage cannot drift from what is cached.
+impl Cache {
+    fn get(&self, pin: &str) -> Option<&Cached> {
+        self.clusters.get(pin)
+    }
+
+    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached> {
+        self.clusters.get_mut(pin)
+    }
+
     /// Takes a cluster out (to replace or remove it).
-    fn take(&mut self, pin: &str) -> Option<Cached>;
-    fn put(&mut self, cluster: Cached);
-    fn usage(&mut self) -> &mut Usage;
+    fn take(&mut self, pin: &str) -> Option<Cached> {
+        self.clusters.remove(pin)
+    }
+
+    fn put(&mut self, cluster: Cached) {
+        self.clusters.insert(cluster.record.pin.clone(), cluster);
+    }
+
+    fn usage(&mut self) -> &mut Usage {
+        &mut self.usage
+    }
 
     fn insert_cluster(&mut self, record: ClusterRecord) {
         if let Some(old) = self.take(&record.pin) {
@@ -238,40 +256,89 @@ fn grow(usage: &mut Usage, bytes: i64) {
     usage.bytes = usage.bytes.saturating_add_signed(bytes);
 }
 
-impl Clusters for Cache {
-    fn get(&self, pin: &str) -> Option<&Cached> {
-        self.clusters.get(pin)
-    }
-
-    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached> {
-        self.clusters.get_mut(pin)
-    }
-
-    fn take(&mut self, pin: &str) -> Option<Cached> {
-        self.clusters.remove(pin)
-    }
-
-    fn put(&mut self, cluster: Cached) {
-        self.clusters.insert(cluster.record.pin.clone(), cluster);
-    }
-
-    fn usage(&mut self) -> &mut Usage {
-        &mut self.usage
-    }
-}
-
-/// The cache as the writes of one batch see it: the committed clusters, with those the batch
-/// has touched so far replaced by copies holding its changes. Published into the cache once
-/// the batch has committed, dropped if it has not; readers never see it.
+/// The cache as the writes of one batch see it: the committed cache under what the batch has
+/// changed so far, and the log of those changes, applied to the cache once the batch has
+/// committed and dropped if it has not; readers never see it. Only what changed is held, not a
+/// copy of each cluster touched: a write costs the same in a cluster of one key as in one of
+/// a thousand.
 struct Staged<'a> {
     committed: RwLockReadGuard<'a, Cache>,
-    /// PIN → its state after the batch's writes so far (`None`: removed).
-    touched: HashMap<String, Option<Cached>>,
+    /// PIN → the cluster as the batch's writes so far left it (`None`: removed).
+    changed: HashMap<String, Option<Delta>>,
     usage: Usage,
+    /// The batch's changes in order, replayed on the cache after the commit.
+    redo: Vec<Redo>,
     /// The changes to report, in order, each with the index of the write that made it.
     reports: Vec<(usize, String, Committed)>,
     /// The write running now, for its reports.
     current: usize,
+}
+
+/// One cluster as a batch left it, over its committed state.
+struct Delta {
+    record: ClusterRecord,
+    /// Whether its committed keys and members lie under the changes: not once the batch has
+    /// created the cluster anew or emptied it.
+    on_committed: bool,
+    /// Key → its value now (`None`: removed).
+    keys: HashMap<String, Option<String>>,
+    key_count: usize,
+    /// Node → the member now (`None`: removed).
+    members: HashMap<String, Option<MemberRecord>>,
+    member_count: usize,
+}
+
+impl Delta {
+    fn new(record: ClusterRecord) -> Delta {
+        Delta {
+            record,
+            on_committed: false,
+            keys: HashMap::new(),
+            key_count: 0,
+            members: HashMap::new(),
+            member_count: 0,
+        }
+    }
+}
+
+/// A change of a batch, for the cache.
+enum Redo {
+    InsertCluster(ClusterRecord),
+    RemoveCluster(String),
+    SetKey {
+        pin: String,
+        key: String,
+        value: String,
+    },
+    RemoveKey {
+        pin: String,
+        key: String,
+    },
+    PutMember {
+        pin: String,
+        member: MemberRecord,
+    },
+    RemoveMember {
+        pin: String,
+        node: String,
+    },
+    ClearContents(String),
+}
+
+impl Redo {
+    fn apply(self, cache: &mut Cache) {
+        match self {
+            Redo::InsertCluster(record) => cache.insert_cluster(record),
+            Redo::RemoveCluster(pin) => {
+                cache.remove_cluster(&pin);
+            }
+            Redo::SetKey { pin, key, value } => cache.set_key(&pin, key, value),
+            Redo::RemoveKey { pin, key } => cache.remove_key(&pin, &key),
+            Redo::PutMember { pin, member } => cache.put_member(&pin, member),
+            Redo::RemoveMember { pin, node } => cache.remove_member(&pin, &node),
+            Redo::ClearContents(pin) => cache.clear_contents(&pin),
+        }
+    }
 }
 
 impl<'a> Staged<'a> {
@@ -279,8 +346,9 @@ impl<'a> Staged<'a> {
         let usage = committed.usage;
         Staged {
             committed,
-            touched: HashMap::new(),
+            changed: HashMap::new(),
             usage,
+            redo: Vec::new(),
             reports: Vec::new(),
             current: 0,
         }
@@ -290,14 +358,232 @@ impl<'a> Staged<'a> {
         self.usage
     }
 
-    /// Every cluster as the batch sees it.
-    fn each(&self, mut f: impl FnMut(&Cached)) {
+    fn delta(&self, pin: &str) -> Option<&Delta> {
+        self.changed.get(pin).and_then(Option::as_ref)
+    }
+
+    /// The committed cluster whose contents lie under the batch's changes, if they do.
+    fn base(&self, pin: &str) -> Option<&Cached> {
+        match self.changed.get(pin) {
+            Some(Some(delta)) if delta.on_committed => self.committed.clusters.get(pin),
+            Some(_) => None,
+            None => self.committed.clusters.get(pin),
+        }
+    }
+
+    fn record(&self, pin: &str) -> Option<&ClusterRecord> {
+        match self.changed.get(pin) {
+            Some(delta) => delta.as_ref().map(|d| &d.record),
+            None => self.committed.clusters.get(pin).map(|c| &c.record),
+        }
+    }
+
+    fn key(&self, pin: &str, key: &str) -> Option<&str> {
+        if let Some(value) = self.delta(pin).and_then(|d| d.keys.get(key)) {
+            return value.as_deref();
+        }
+        self.base(pin)?.keys.get(key).map(String::as_str)
+    }
+
+    fn key_count(&self, pin: &str) -> usize {
+        match self.changed.get(pin) {
+            Some(delta) => delta.as_ref().map_or(0, |d| d.key_count),
+            None => self.committed.clusters.get(pin).map_or(0, |c| c.keys.len()),
+        }
+    }
+
+    fn member(&self, pin: &str, node: &str) -> Option<&MemberRecord> {
+        if let Some(member) = self.delta(pin).and_then(|d| d.members.get(node)) {
+            return member.as_ref();
+        }
+        self.base(pin)?.member(node)
+    }
+
+    fn member_count(&self, pin: &str) -> usize {
+        match self.changed.get(pin) {
+            Some(delta) => delta.as_ref().map_or(0, |d| d.member_count),
+            None => self
+                .committed
+                .clusters
+                .get(pin)
+                .map_or(0, |c| c.members.len()),
+        }
+    }
+
+    /// Every cluster as the batch sees it: its record, and whether it holds nothing.
+    fn each(&self, mut f: impl FnMut(&ClusterRecord, bool)) {
         for (pin, cluster) in &self.committed.clusters {
-            if !self.touched.contains_key(pin) {
-                f(cluster);
+            if !self.changed.contains_key(pin) {
+                f(
+                    &cluster.record,
+                    cluster.keys.is_empty() && cluster.members.is_empty(),
+                );
             }
         }
-        self.touched.values().flatten().for_each(f);
+        for delta in self.changed.values().flatten() {
+            f(
+                &delta.record,
+                delta.key_count == 0 && delta.member_count == 0,
+            );
+        }
+    }
+
+    /// What a cluster's keys and members count, as the batch sees them. As long as the
+    /// cluster: for removals only.
+    fn contents_bytes(&self, pin: &str) -> u64 {
+        let delta = self.delta(pin);
+        let mut bytes = 0;
+        if let Some(base) = self.base(pin) {
+            let kept_key = |k: &String| delta.map_or(true, |d| !d.keys.contains_key(k));
+            let kept_member = |n: &String| delta.map_or(true, |d| !d.members.contains_key(n));
+            bytes += base
+                .keys
+                .iter()
+                .filter(|(k, _)| kept_key(k))
+                .map(|(k, v)| key_bytes(pin, k, v))
+                .sum::<u64>();
+            bytes += base
+                .members
+                .iter()
+                .filter(|m| kept_member(&m.node))
+                .map(|m| member_bytes(pin, &m.node, &m.address))
+                .sum::<u64>();
+        }
+        if let Some(delta) = delta {
+            bytes += delta
+                .keys
+                .iter()
+                .filter_map(|(k, v)| Some(key_bytes(pin, k, v.as_deref()?)))
+                .sum::<u64>();
+            bytes += delta
+                .members
+                .values()
+                .flatten()
+                .map(|m| member_bytes(pin, &m.node, &m.address))
+                .sum::<u64>();
+        }
+        bytes
+    }
+
+    /// The cluster's delta, begun over its committed state at its first change.
+    fn change(&mut self, pin: &str) -> Option<&mut Delta> {
+        if !self.changed.contains_key(pin) {
+            let cluster = self.committed.clusters.get(pin)?;
+            let delta = Delta {
+                on_committed: true,
+                key_count: cluster.keys.len(),
+                member_count: cluster.members.len(),
+                ..Delta::new(cluster.record.clone())
+            };
+            self.changed.insert(pin.to_string(), Some(delta));
+        }
+        self.changed.get_mut(pin)?.as_mut()
+    }
+
+    /// Takes a cluster out of the usage and marks it removed; whether there was one.
+    fn forget(&mut self, pin: &str) -> bool {
+        if self.record(pin).is_none() {
+            return false;
+        }
+        let bytes = cluster_bytes(pin) + self.contents_bytes(pin);
+        self.usage.clusters -= 1;
+        self.usage.bytes -= bytes;
+        self.changed.insert(pin.to_string(), None);
+        true
+    }
+
+    fn insert_cluster(&mut self, record: ClusterRecord) {
+        self.forget(&record.pin);
+        self.usage.clusters += 1;
+        self.usage.bytes += cluster_bytes(&record.pin);
+        self.changed
+            .insert(record.pin.clone(), Some(Delta::new(record.clone())));
+        self.redo.push(Redo::InsertCluster(record));
+    }
+
+    fn remove_cluster(&mut self, pin: &str) {
+        if self.forget(pin) {
+            self.redo.push(Redo::RemoveCluster(pin.to_string()));
+        }
+    }
+
+    /// Sets a key of a cluster, new or replaced.
+    fn set_key(&mut self, pin: &str, key: String, value: String) {
+        let old = self.key(pin, &key).map(|old| key_bytes(pin, &key, old));
+        let Some(delta) = self.change(pin) else {
+            return;
+        };
+        if old.is_none() {
+            delta.key_count += 1;
+        }
+        delta.keys.insert(key.clone(), Some(value.clone()));
+        let bytes = key_bytes(pin, &key, &value) as i64 - old.unwrap_or(0) as i64;
+        grow(&mut self.usage, bytes);
+        let pin = pin.to_string();
+        self.redo.push(Redo::SetKey { pin, key, value });
+    }
+
+    fn remove_key(&mut self, pin: &str, key: &str) {
+        let Some(old) = self.key(pin, key).map(|old| key_bytes(pin, key, old)) else {
+            return;
+        };
+        let Some(delta) = self.change(pin) else {
+            return;
+        };
+        delta.key_count -= 1;
+        delta.keys.insert(key.to_string(), None);
+        self.usage.bytes -= old;
+        let (pin, key) = (pin.to_string(), key.to_string());
+        self.redo.push(Redo::RemoveKey { pin, key });
+    }
+
+    /// Registers a member: a known one keeps its `joined_ms` (and, in the cache, its place).
+    fn put_member(&mut self, pin: &str, member: MemberRecord) {
+        let old = self
+            .member(pin, &member.node)
+            .map(|old| (member_bytes(pin, &old.node, &old.address), old.joined_ms));
+        let Some(delta) = self.change(pin) else {
+            return;
+        };
+        let mut now = member.clone();
+        match old {
+            Some((_, joined_ms)) => now.joined_ms = joined_ms,
+            None => delta.member_count += 1,
+        }
+        delta.members.insert(member.node.clone(), Some(now));
+        let bytes = member_bytes(pin, &member.node, &member.address) as i64
+            - old.map_or(0, |(bytes, _)| bytes) as i64;
+        grow(&mut self.usage, bytes);
+        let pin = pin.to_string();
+        self.redo.push(Redo::PutMember { pin, member });
+    }
+
+    fn remove_member(&mut self, pin: &str, node: &str) {
+        let Some(old) = self
+            .member(pin, node)
+            .map(|old| member_bytes(pin, &old.node, &old.address))
+        else {
+            return;
+        };
+        let Some(delta) = self.change(pin) else {
+            return;
+        };
+        delta.member_count -= 1;
+        delta.members.insert(node.to_string(), None);
+        self.usage.bytes -= old;
+        let (pin, node) = (pin.to_string(), node.to_string());
+        self.redo.push(Redo::RemoveMember { pin, node });
+    }
+
+    /// What the sweep does to an expired cluster it keeps: its keys and members go.
+    fn clear_contents(&mut self, pin: &str) {
+        let bytes = self.contents_bytes(pin);
+        let Some(delta) = self.change(pin) else {
+            return;
+        };
+        *delta = Delta::new(delta.record.clone());
+        self.usage.bytes -= bytes;
+        self.redo.push(Redo::ClearContents(pin.to_string()));
     }
 
     /// Records a change, reported by the write that made it once the batch has committed.
@@ -309,43 +595,6 @@ impl<'a> Staged<'a> {
             Changed::Everything => Committed::Everything,
         };
         self.reports.push((self.current, pin.to_string(), what));
-    }
-}
-
-impl Clusters for Staged<'_> {
-    fn get(&self, pin: &str) -> Option<&Cached> {
-        match self.touched.get(pin) {
-            Some(cluster) => cluster.as_ref(),
-            None => self.committed.clusters.get(pin),
-        }
-    }
-
-    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached> {
-        if !self.touched.contains_key(pin) {
-            let copy = self.committed.clusters.get(pin)?.clone();
-            self.touched.insert(pin.to_string(), Some(copy));
-        }
-        self.touched.get_mut(pin)?.as_mut()
-    }
-
-    fn take(&mut self, pin: &str) -> Option<Cached> {
-        match self.touched.get_mut(pin) {
-            Some(cluster) => cluster.take(),
-            None => {
-                let old = self.committed.clusters.get(pin).cloned();
-                self.touched.insert(pin.to_string(), None);
-                old
-            }
-        }
-    }
-
-    fn put(&mut self, cluster: Cached) {
-        self.touched
-            .insert(cluster.record.pin.clone(), Some(cluster));
-    }
-
-    fn usage(&mut self) -> &mut Usage {
-        &mut self.usage
     }
 }
 
@@ -571,7 +820,34 @@ impl Inner {
                     Err(_) => break,
                 }
             }
-            self.run_batch(conn, batch);
+            // A panic is a bug in a write. It fails its batch only (the tasks of the batch see
+            // their answers dropped), not every write after it, as a dead writer thread would.
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| self.run_batch(conn, batch)));
+            if ran.is_err() {
+                self.reload_after_panic();
+            }
+        }
+    }
+
+    /// The panic may have come after the commit, with the cache half changed: the file is
+    /// the truth, so the cache is read again from it.
+    fn reload_after_panic(&self) {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(conn) = conn.as_ref() else {
+            return;
+        };
+        match load(conn) {
+            Ok(cache) => {
+                *self.cache.write().unwrap_or_else(|e| e.into_inner()) = cache;
+                tracing::error!(
+                    "a store write failed on a bug (a panic, above): its batch \
+                    answered 503, the cache was read again from the file"
+                );
+            }
+            Err(err) => tracing::error!(
+                "a store write failed on a bug (a panic, above), and the file cannot be read \
+                 again ({err:#}): reads may be stale until a restart"
+            ),
         }
     }
 
@@ -589,28 +865,25 @@ impl Inner {
         let mut failed: Option<StoreError> = None;
         match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Err(err) => failed = Some(err.into()),
-            Ok(mut tx) => {
+            Ok(tx) => {
                 for (index, job) in batch.into_iter().enumerate() {
+                    if failed.is_none() {
+                        if let Err(err) = in_write(&tx, BEGIN_WRITE) {
+                            failed = Some(err.into());
+                        }
+                    }
                     if failed.is_some() {
                         finished.push(job(None));
                         continue;
                     }
                     staged.current = index;
-                    let mut sp = match tx.savepoint() {
-                        Ok(sp) => sp,
-                        Err(err) => {
-                            failed = Some(err.into());
-                            finished.push(job(None));
-                            continue;
-                        }
-                    };
-                    let finish = job(Some((&mut staged, &*sp)));
+                    let finish = job(Some((&mut staged, &tx)));
                     // A refused write changed nothing of the staged cache (writes change it
                     // only after their last statement); its statements are rolled back here.
                     let kept = if finish.ok {
-                        sp.commit()
+                        in_write(&tx, KEEP_WRITE)
                     } else {
-                        sp.rollback().and_then(|()| sp.commit())
+                        in_write(&tx, UNDO_WRITE).and_then(|()| in_write(&tx, KEEP_WRITE))
                     };
                     if let Err(err) = kept {
                         // SQLite may roll back the whole transaction on a full disk, taking
@@ -635,7 +908,7 @@ impl Inner {
         }
         let Staged {
             committed,
-            touched,
+            redo,
             usage,
             reports,
             ..
@@ -643,15 +916,13 @@ impl Inner {
         drop(committed);
         let commit = match failed {
             None => {
-                if !touched.is_empty() {
+                if !redo.is_empty() {
                     let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-                    for (pin, cluster) in touched {
-                        match cluster {
-                            Some(cluster) => cache.clusters.insert(pin, cluster),
-                            None => cache.clusters.remove(&pin),
-                        };
+                    for change in redo {
+                        change.apply(&mut cache);
                     }
-                    cache.usage = usage;
+                    // Two accounts of one batch: the checks used the staged one.
+                    debug_assert_eq!(cache.usage, usage, "the staged usage went astray");
                     drop(cache);
                     // A commit shows that the disk takes writes again.
                     self.disk_full(false);
@@ -687,6 +958,18 @@ impl Inner {
             tracing::info!("the store takes writes again: its disk has space");
         }
     }
+}
+
+/// The savepoint of one write within its batch: begun before it, released after it, rolled
+/// back to (then released) when it is refused. Prepared once and kept in the connection's
+/// cache: rusqlite's `Savepoint` parses its statements anew for every write, which the
+/// single writer thread pays for at every POST.
+const BEGIN_WRITE: &str = "SAVEPOINT write";
+const KEEP_WRITE: &str = "RELEASE write";
+const UNDO_WRITE: &str = "ROLLBACK TO write";
+
+fn in_write(conn: &Connection, step: &'static str) -> rusqlite::Result<()> {
+    conn.prepare_cached(step)?.execute([]).map(drop)
 }
 
 /// The tables and the schema version, written at every start.
@@ -820,11 +1103,11 @@ impl Store for SqliteStore {
             {
                 // Writes are serialized, so these checks still hold at the INSERT.
                 let usage = staged.usage_now();
-                let cluster = staged.get(&new.pin).ok_or(StoreError::NoCluster)?;
-                if cluster.record.expires_ms <= new.now_ms {
+                let record = staged.record(&new.pin).ok_or(StoreError::NoCluster)?;
+                if record.expires_ms <= new.now_ms {
                     return Err(StoreError::Expired);
                 }
-                if cluster.keys.len() >= new.max_keys {
+                if staged.key_count(&new.pin) >= new.max_keys {
                     return Err(StoreError::TooManyKeys(new.max_keys));
                 }
                 new.quota
@@ -849,7 +1132,7 @@ impl Store for SqliteStore {
         self.write(move |staged, conn| {
             {
                 let usage = staged.usage_now();
-                let Some(old) = staged.get(&pin).and_then(|c| c.keys.get(&key)) else {
+                let Some(old) = staged.key(&pin, &key) else {
                     return Ok(false);
                 };
                 let growth = value.len().saturating_sub(old.len()) as u64;
@@ -885,13 +1168,14 @@ impl Store for SqliteStore {
             let known = {
                 // Writes are serialized, so these checks still hold at the write.
                 let usage = staged.usage_now();
-                let cluster = staged.get(&new.pin).ok_or(StoreError::NoCluster)?;
-                if cluster.record.expires_ms <= new.now_ms {
+                let record = staged.record(&new.pin).ok_or(StoreError::NoCluster)?;
+                if record.expires_ms <= new.now_ms {
                     return Err(StoreError::Expired);
                 }
-                let growth = match cluster.member(&new.node) {
+                let known = staged.member(&new.pin, &new.node);
+                let growth = match known {
                     Some(old) => new.address.len().saturating_sub(old.address.len()) as u64,
-                    None if cluster.members.len() as u64 >= new.max_members => {
+                    None if staged.member_count(&new.pin) as u64 >= new.max_members => {
                         return Err(StoreError::TooManyMembers(new.max_members))
                     }
                     None => member_bytes(&new.pin, &new.node, &new.address),
@@ -899,7 +1183,7 @@ impl Store for SqliteStore {
                 new.quota
                     .admits(usage, 0, growth)
                     .map_err(StoreError::AtCap)?;
-                cluster.member(&new.node).is_some()
+                known.is_some()
             };
             let role = new.role.as_str();
             if known {
@@ -983,14 +1267,12 @@ impl Store for SqliteStore {
 
     fn sweep(&self, now_ms: i64, forget_before_ms: i64) -> StoreFuture<'_, Swept> {
         self.write(move |staged, conn| {
-            let emptied = |c: &Cached| {
-                c.record.expires_ms <= now_ms && !(c.keys.is_empty() && c.members.is_empty())
-            };
-            let forgotten = |c: &Cached| c.record.expires_ms <= forget_before_ms;
+            let emptied = |r: &ClusterRecord, empty: bool| r.expires_ms <= now_ms && !empty;
+            let forgotten = |r: &ClusterRecord| r.expires_ms <= forget_before_ms;
             let mut due: Vec<String> = Vec::new();
-            staged.each(|c| {
-                if emptied(c) || forgotten(c) {
-                    due.push(c.record.pin.clone());
+            staged.each(|record, empty| {
+                if emptied(record, empty) || forgotten(record) {
+                    due.push(record.pin.clone());
                 }
             });
             // Nothing to do is the usual case: no statement, so the commit has nothing to write.
@@ -1012,7 +1294,7 @@ impl Store for SqliteStore {
             )?;
             let mut swept = Swept::default();
             for pin in &due {
-                let Some(forget) = staged.get(pin).map(forgotten) else {
+                let Some(forget) = staged.record(pin).map(forgotten) else {
                     continue;
                 };
                 if forget {
@@ -1762,5 +2044,251 @@ mod tests {
         set_full(&store, false);
         store.create_key(new_key(pin, "big", &big)).await.unwrap();
         assert!(!store.inventory(0).await.unwrap().read_only);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let pin = "aaaaaaaaaaaa";
+        store
+            .create_cluster(record(pin), Quota::default())
+            .await
+            .unwrap();
+        // After its statement and its staged change: both must go with the batch.
+        let panicking = store.write(move |staged, conn| {
+            conn.execute(
+                "INSERT INTO keys (pin, key, value) VALUES (?1, 'k', 'v')",
+                params![pin],
+            )?;
+            staged.set_key(pin, "k".into(), "v".into());
+            panic!("a bug in a write");
+        });
+        let answer: Result<(), StoreError> = panicking.await;
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+        // Rolled back with its batch, and the cache read again agrees.
+        assert_eq!(value(&store, pin, "k").await, None);
+        store.create_key(new_key(pin, "j", "1")).await.unwrap();
+        assert_eq!(value(&store, pin, "j").await.as_deref(), Some("1"));
+        assert_eq!(
+            usage(&store).await.bytes,
+            cluster_bytes(pin) + key_bytes(pin, "j", "1")
+        );
+    }
+
+    /// A write of the differential test below. Small domains, so that the writes of one batch
+    /// meet on the same clusters, keys and members, and the caps bite.
+    #[derive(Debug, Clone)]
+    enum Write {
+        CreateCluster {
+            pin: usize,
+            expired: bool,
+        },
+        CreateKey {
+            pin: usize,
+            key: usize,
+            len: usize,
+        },
+        ReplaceKey {
+            pin: usize,
+            key: usize,
+            len: usize,
+        },
+        DeleteKey {
+            pin: usize,
+            key: usize,
+        },
+        PutMember {
+            pin: usize,
+            node: usize,
+            len: usize,
+        },
+        DeleteMember {
+            pin: usize,
+            node: usize,
+        },
+        DeleteCluster {
+            pin: usize,
+        },
+        /// At 2,500 every cluster has expired (writes are at 1,500): the sweep empties them.
+        Sweep {
+            late: bool,
+            forget: bool,
+        },
+    }
+
+    const PINS: [&str; 2] = ["aaaaaaaaaaaa", "bbbbbbbbbbbb"];
+    const NODES: [&str; 3] = [NODE_A, NODE_B, "cccccccccccccccc"];
+
+    fn a_write() -> impl proptest::strategy::Strategy<Value = Write> {
+        use proptest::prelude::*;
+        let (pin, key, node, len) = (0..PINS.len(), 0..3usize, 0..NODES.len(), 0..40usize);
+        prop_oneof![
+            (pin.clone(), any::<bool>())
+                .prop_map(|(pin, expired)| Write::CreateCluster { pin, expired }),
+            (pin.clone(), key.clone(), len.clone()).prop_map(|(pin, key, len)| Write::CreateKey {
+                pin,
+                key,
+                len
+            }),
+            (pin.clone(), key.clone(), len.clone()).prop_map(|(pin, key, len)| Write::ReplaceKey {
+                pin,
+                key,
+                len
+            }),
+            (pin.clone(), key).prop_map(|(pin, key)| Write::DeleteKey { pin, key }),
+            (pin.clone(), node.clone(), len).prop_map(|(pin, node, len)| Write::PutMember {
+                pin,
+                node,
+                len
+            }),
+            (pin.clone(), node).prop_map(|(pin, node)| Write::DeleteMember { pin, node }),
+            pin.prop_map(|pin| Write::DeleteCluster { pin }),
+            (any::<bool>(), any::<bool>()).prop_map(|(late, forget)| Write::Sweep { late, forget }),
+        ]
+    }
+
+    /// A write's outcome, its answer as text.
+    async fn run(store: &SqliteStore, write: Write) -> Result<String, StoreError> {
+        let quota = Quota {
+            max_clusters: 3,
+            max_bytes: 500,
+        };
+        fn text<T: std::fmt::Debug>(r: Result<T, StoreError>) -> Result<String, StoreError> {
+            r.map(|v| format!("{v:?}"))
+        }
+        match write {
+            Write::CreateCluster { pin, expired } => {
+                let expires_ms = if expired { 1_000 } else { 2_000 };
+                let cluster = ClusterRecord {
+                    expires_ms,
+                    ..record(PINS[pin])
+                };
+                text(store.create_cluster(cluster, quota).await)
+            }
+            Write::CreateKey { pin, key, len } => {
+                let new = NewKey {
+                    max_keys: 3,
+                    quota,
+                    ..new_key(PINS[pin], &format!("k{key}"), &"v".repeat(len))
+                };
+                text(store.create_key(new).await)
+            }
+            Write::ReplaceKey { pin, key, len } => text(
+                store
+                    .replace_key(PINS[pin].into(), format!("k{key}"), "w".repeat(len), quota)
+                    .await,
+            ),
+            Write::DeleteKey { pin, key } => {
+                text(store.delete_key(PINS[pin].into(), format!("k{key}")).await)
+            }
+            Write::PutMember { pin, node, len } => {
+                let new = NewMember {
+                    quota,
+                    ..new_member(PINS[pin], NODES[node], &"1".repeat(len))
+                };
+                text(store.put_member(new).await)
+            }
+            Write::DeleteMember { pin, node } => text(
+                store
+                    .delete_member(PINS[pin].into(), NODES[node].into())
+                    .await,
+            ),
+            Write::DeleteCluster { pin } => text(store.delete_cluster(PINS[pin].into()).await),
+            Write::Sweep { late, forget } => {
+                let now = if late { 2_500 } else { 1_500 };
+                text(store.sweep(now, if forget { 1_200 } else { 0 }).await)
+            }
+        }
+    }
+
+    type Snapshot = (
+        Vec<(Option<ClusterRecord>, Option<KeysRead>, Option<MembersRead>)>,
+        Usage,
+    );
+
+    /// Everything the store answers about the clusters of the test.
+    async fn snapshot(store: &SqliteStore) -> Snapshot {
+        let mut clusters = Vec::new();
+        for pin in PINS {
+            clusters.push((
+                store.cluster(pin).await.unwrap(),
+                store.keys(pin).await.unwrap(),
+                store.members(pin).await.unwrap(),
+            ));
+        }
+        (clusters, usage(store).await)
+    }
+
+    /// Queues every write before the writer may take any, so that they make one batch.
+    // The lock is held across the yield on purpose: it is what keeps the writer waiting.
+    #[allow(clippy::await_holding_lock)]
+    async fn in_one_batch(
+        store: &Arc<SqliteStore>,
+        writes: &[Write],
+    ) -> Vec<Result<String, StoreError>> {
+        let before = store.inner.batches.load(Ordering::Relaxed);
+        let held = store.inner.conn.lock().unwrap();
+        let tasks: Vec<_> = writes
+            .iter()
+            .map(|write| {
+                let (store, write) = (Arc::clone(store), write.clone());
+                tokio::spawn(async move { run(&store, write).await })
+            })
+            .collect();
+        // On this one-thread runtime, the spawned tasks run here in order, each up to the
+        // queueing of its write, and wait for its answer.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        let batches = store.inner.batches.load(Ordering::Relaxed) - before;
+        assert!(
+            batches <= 1,
+            "{} writes made {batches} batches",
+            writes.len()
+        );
+        results
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// A batch answers every write as if the writes had run one at a time, in order, and
+        /// leaves the same store: the same answers, the same reads, the same usage, and a file
+        /// that reads back as the cache. The first batch makes a committed state for the
+        /// second to change.
+        #[test]
+        fn a_batch_is_its_writes_one_at_a_time(
+            first in proptest::collection::vec(a_write(), 0..12),
+            second in proptest::collection::vec(a_write(), 1..16),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("pins.sqlite3");
+                let batched = Arc::new(SqliteStore::open(&path).unwrap());
+                let alone = SqliteStore::open_in_memory().unwrap();
+                for writes in [&first, &second] {
+                    let answers = in_one_batch(&batched, writes).await;
+                    let mut expected = Vec::new();
+                    for write in writes.iter() {
+                        expected.push(run(&alone, write.clone()).await);
+                    }
+                    assert_eq!(answers, expected, "the answers of {writes:?}");
+                    assert_eq!(snapshot(&batched).await, snapshot(&alone).await);
+                }
+                let cached = snapshot(&batched).await;
+                drop(Arc::into_inner(batched).unwrap());
+                let reopened = SqliteStore::open(&path).unwrap();
+                assert_eq!(snapshot(&reopened).await, cached, "the file against the cache");
+            });
+        }
     }
 }
