@@ -144,39 +144,23 @@ impl Cache {
         self.clusters.get(pin)
     }
 
-    fn get_mut(&mut self, pin: &str) -> Option<&mut Cached> {
-        self.clusters.get_mut(pin)
-    }
-
-    /// Takes a cluster out (to replace or remove it).
-    fn take(&mut self, pin: &str) -> Option<Cached> {
-        self.clusters.remove(pin)
-    }
-
-    fn put(&mut self, cluster: Cached) {
-        self.clusters.insert(cluster.record.pin.clone(), cluster);
-    }
-
-    fn usage(&mut self) -> &mut Usage {
-        &mut self.usage
-    }
-
     fn insert_cluster(&mut self, record: ClusterRecord) {
-        if let Some(old) = self.take(&record.pin) {
+        if let Some(old) = self.clusters.remove(&record.pin) {
             self.forget(&old);
         }
-        let usage = self.usage();
+        let usage = &mut self.usage;
         usage.clusters += 1;
         usage.bytes += cluster_bytes(&record.pin);
-        self.put(Cached {
+        let cluster = Cached {
             record,
             keys: BTreeMap::new(),
             members: Vec::new(),
-        });
+        };
+        self.clusters.insert(cluster.record.pin.clone(), cluster);
     }
 
     fn remove_cluster(&mut self, pin: &str) -> bool {
-        let Some(old) = self.take(pin) else {
+        let Some(old) = self.clusters.remove(pin) else {
             return false;
         };
         self.forget(&old);
@@ -184,36 +168,36 @@ impl Cache {
     }
 
     fn forget(&mut self, cluster: &Cached) {
-        let usage = self.usage();
+        let usage = &mut self.usage;
         usage.clusters -= 1;
         usage.bytes -= cluster_bytes(&cluster.record.pin) + cluster.contents_bytes();
     }
 
     /// Sets a key of a cached cluster, new or replaced.
     fn set_key(&mut self, pin: &str, key: String, value: String) {
-        let Some(cluster) = self.get_mut(pin) else {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
             return;
         };
         let mut bytes = key_bytes(pin, &key, &value) as i64;
         if let Some(old) = cluster.keys.insert(key.clone(), value) {
             bytes -= key_bytes(pin, &key, &old) as i64;
         }
-        grow(self.usage(), bytes);
+        grow(&mut self.usage, bytes);
     }
 
     fn remove_key(&mut self, pin: &str, key: &str) {
-        let Some(cluster) = self.get_mut(pin) else {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
             return;
         };
         if let Some(old) = cluster.keys.remove(key) {
-            self.usage().bytes -= key_bytes(pin, key, &old);
+            self.usage.bytes -= key_bytes(pin, key, &old);
         }
     }
 
     /// Registers a member of a cached cluster: a new one joins at the end, a known one keeps
     /// its place and `joined_ms`.
     fn put_member(&mut self, pin: &str, member: MemberRecord) {
-        let Some(cluster) = self.get_mut(pin) else {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
             return;
         };
         let mut bytes = member_bytes(pin, &member.node, &member.address) as i64;
@@ -227,28 +211,28 @@ impl Cache {
             }
             None => cluster.members.push(member),
         }
-        grow(self.usage(), bytes);
+        grow(&mut self.usage, bytes);
     }
 
     fn remove_member(&mut self, pin: &str, node: &str) {
-        let Some(cluster) = self.get_mut(pin) else {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
             return;
         };
         if let Some(at) = cluster.members.iter().position(|m| m.node == node) {
             let old = cluster.members.remove(at);
-            self.usage().bytes -= member_bytes(pin, &old.node, &old.address);
+            self.usage.bytes -= member_bytes(pin, &old.node, &old.address);
         }
     }
 
     /// What the sweep does to an expired cluster it keeps: its keys and members go.
     fn clear_contents(&mut self, pin: &str) {
-        let Some(cluster) = self.get_mut(pin) else {
+        let Some(cluster) = self.clusters.get_mut(pin) else {
             return;
         };
         let bytes = cluster.contents_bytes();
         cluster.keys.clear();
         cluster.members.clear();
-        self.usage().bytes -= bytes;
+        self.usage.bytes -= bytes;
     }
 }
 
