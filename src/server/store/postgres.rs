@@ -10,7 +10,10 @@
 //! - Store-wide caps: one `usage` row holds the counts; each write that adds or removes
 //!   bytes updates it in its own transaction and checks the cap against what it returns,
 //!   so two writes cannot pass a cap together. Locks are taken cluster row first, usage row
-//!   last, in every transaction, so they cannot deadlock.
+//!   last, in every transaction, so they cannot deadlock. The usage row is the last
+//!   statement before the commit (after `pg_notify`): every write of every replica waits for
+//!   its lock, held to the end of the commit, so it is held for no round trip more than that
+//!   (BENCHMARKS.md, "PostgreSQL writes: one row and one lock for every write").
 //! - Wakeups: each write that wakes waiters sends `pg_notify('clusterctx', ...)` in its
 //!   transaction, delivered at commit to every replica's LISTEN connection (a dedicated
 //!   connection, outside the pool). The writer's own replica is told directly after commit
@@ -573,7 +576,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 }
 
 /// Adds `clusters` and `bytes` (either may be negative) to the usage row, refusing growth
-/// past `quota`.
+/// past `quota`. Call it last before the commit: see the module's note on the usage row.
 async fn grow(
     tx: &deadpool_postgres::Transaction<'_>,
     quota: Quota,
@@ -877,8 +880,8 @@ impl Store for PgStore {
                 return Err(StoreError::Conflict);
             }
             let bytes = key_bytes(&new.pin, &new.key, &new.value) as i64;
-            grow(&tx, new.quota, 0, bytes).await?;
             notify(&tx, &inner, &new.pin, Changed::Key(&new.key)).await?;
+            grow(&tx, new.quota, 0, bytes).await?;
             tx.commit().await?;
             inner.report(&new.pin, Changed::Key(&new.key));
             Ok(())
@@ -910,8 +913,8 @@ impl Store for PgStore {
                 .prepare_cached("UPDATE keys SET value = $3 WHERE pin = $1 AND key = $2")
                 .await?;
             tx.execute(&statement, &[&pin, &key, &value]).await?;
-            grow(&tx, quota, 0, value.len() as i64 - i64::from(old)).await?;
             notify(&tx, &inner, &pin, Changed::Key(&key)).await?;
+            grow(&tx, quota, 0, value.len() as i64 - i64::from(old)).await?;
             tx.commit().await?;
             inner.report(&pin, Changed::Key(&key));
             Ok(true)
@@ -944,7 +947,7 @@ impl Store for PgStore {
                 .map(|row| row.get(0));
             let role = new.role.as_str();
             let bytes = member_bytes(&new.pin, &new.node, &new.address) as i64;
-            let registered = match &old {
+            let (registered, growth) = match &old {
                 Some(old) => {
                     let statement = tx
                         .prepare_cached(
@@ -957,14 +960,8 @@ impl Store for PgStore {
                         &[&new.pin, &new.node, &role, &new.address, &new.now_ms],
                     )
                     .await?;
-                    grow(
-                        &tx,
-                        new.quota,
-                        0,
-                        bytes - member_bytes(&new.pin, &new.node, old) as i64,
-                    )
-                    .await?;
-                    Registered::Updated
+                    let old_bytes = member_bytes(&new.pin, &new.node, old) as i64;
+                    (Registered::Updated, bytes - old_bytes)
                 }
                 None => {
                     let statement = tx
@@ -985,11 +982,11 @@ impl Store for PgStore {
                         &[&new.pin, &new.node, &role, &new.address, &new.now_ms],
                     )
                     .await?;
-                    grow(&tx, new.quota, 0, bytes).await?;
-                    Registered::Joined
+                    (Registered::Joined, bytes)
                 }
             };
             notify(&tx, &inner, &new.pin, Changed::Members).await?;
+            grow(&tx, new.quota, 0, growth).await?;
             tx.commit().await?;
             inner.report(&new.pin, Changed::Members);
             Ok(registered)
@@ -1059,8 +1056,8 @@ impl Store for PgStore {
             let bytes: i64 = tx.query_one(&statement, &[&pin]).await?.get(0);
             tx.execute("DELETE FROM clusters WHERE pin = $1", &[&pin])
                 .await?;
-            grow(&tx, Quota::default(), -1, -bytes).await?;
             notify(&tx, &inner, &pin, Changed::Cluster).await?;
+            grow(&tx, Quota::default(), -1, -bytes).await?;
             tx.commit().await?;
             inner.report(&pin, Changed::Cluster);
             Ok(true)
@@ -1111,10 +1108,10 @@ impl Store for PgStore {
             if emptied.is_empty() && forgotten.is_empty() {
                 return Ok(Swept::default());
             }
-            tx.execute(RECOUNT, &[]).await?;
             for pin in emptied.iter().chain(&forgotten) {
                 notify(&tx, &inner, pin, Changed::Cluster).await?;
             }
+            tx.execute(RECOUNT, &[]).await?;
             tx.commit().await?;
             for pin in emptied.iter().chain(&forgotten) {
                 inner.report(pin, Changed::Cluster);
