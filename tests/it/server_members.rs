@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use clusterctx::{
     protocol::{ClusterInfo, MemberItem},
-    server::{self, Config, ManualClock},
+    server::{
+        self,
+        store::{cluster_bytes, member_bytes},
+        Config, ManualClock,
+    },
 };
 
 /// A server on a fresh store of `backend`, and what keeps that store's database up.
@@ -139,6 +143,15 @@ both_stores! {
                 NODES[0], NODES[1], NODES[2]
             )
         );
+
+        // The store-wide byte count (what `--max-stored-bytes` is checked against) follows a
+        // re-registration that changes the address's length.
+        assert_eq!(register(&url, &pin, NODES[1], "10.0.0.222", "worker").await, 200);
+        let expected = cluster_bytes(&pin)
+            + member_bytes(&pin, NODES[0], "10.0.0.9")
+            + member_bytes(&pin, NODES[1], "10.0.0.222")
+            + member_bytes(&pin, NODES[2], "::1");
+        assert_eq!(metric(&url, "clusterctx_stored_bytes").await, expected);
         server.shutdown().await;
     }
 
