@@ -546,6 +546,25 @@ async fn notify(
     Ok(())
 }
 
+/// Ends a write that wakes waiters, in the one order that keeps the usage row's lock short:
+/// the notification, the usage row last (see the module's note), the commit, then the
+/// writer's own replica told.
+async fn commit_change(
+    tx: deadpool_postgres::Transaction<'_>,
+    inner: &Inner,
+    pin: &str,
+    what: Changed<'_>,
+    quota: Quota,
+    clusters: i64,
+    bytes: i64,
+) -> Result<(), StoreError> {
+    notify(&tx, inner, pin, what).await?;
+    grow(&tx, quota, clusters, bytes).await?;
+    tx.commit().await?;
+    inner.report(pin, what);
+    Ok(())
+}
+
 /// Creates or upgrades the schema, one replica at a time.
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
@@ -880,11 +899,8 @@ impl Store for PgStore {
                 return Err(StoreError::Conflict);
             }
             let bytes = key_bytes(&new.pin, &new.key, &new.value) as i64;
-            notify(&tx, &inner, &new.pin, Changed::Key(&new.key)).await?;
-            grow(&tx, new.quota, 0, bytes).await?;
-            tx.commit().await?;
-            inner.report(&new.pin, Changed::Key(&new.key));
-            Ok(())
+            let changed = Changed::Key(&new.key);
+            commit_change(tx, &inner, &new.pin, changed, new.quota, 0, bytes).await
         })
     }
 
@@ -913,10 +929,8 @@ impl Store for PgStore {
                 .prepare_cached("UPDATE keys SET value = $3 WHERE pin = $1 AND key = $2")
                 .await?;
             tx.execute(&statement, &[&pin, &key, &value]).await?;
-            notify(&tx, &inner, &pin, Changed::Key(&key)).await?;
-            grow(&tx, quota, 0, value.len() as i64 - i64::from(old)).await?;
-            tx.commit().await?;
-            inner.report(&pin, Changed::Key(&key));
+            let growth = value.len() as i64 - i64::from(old);
+            commit_change(tx, &inner, &pin, Changed::Key(&key), quota, 0, growth).await?;
             Ok(true)
         })
     }
@@ -985,10 +999,7 @@ impl Store for PgStore {
                     (Registered::Joined, bytes)
                 }
             };
-            notify(&tx, &inner, &new.pin, Changed::Members).await?;
-            grow(&tx, new.quota, 0, growth).await?;
-            tx.commit().await?;
-            inner.report(&new.pin, Changed::Members);
+            commit_change(tx, &inner, &new.pin, Changed::Members, new.quota, 0, growth).await?;
             Ok(registered)
         })
     }
@@ -1056,10 +1067,16 @@ impl Store for PgStore {
             let bytes: i64 = tx.query_one(&statement, &[&pin]).await?.get(0);
             tx.execute("DELETE FROM clusters WHERE pin = $1", &[&pin])
                 .await?;
-            notify(&tx, &inner, &pin, Changed::Cluster).await?;
-            grow(&tx, Quota::default(), -1, -bytes).await?;
-            tx.commit().await?;
-            inner.report(&pin, Changed::Cluster);
+            commit_change(
+                tx,
+                &inner,
+                &pin,
+                Changed::Cluster,
+                Quota::default(),
+                -1,
+                -bytes,
+            )
+            .await?;
             Ok(true)
         })
     }
